@@ -1,0 +1,279 @@
+"""Vibration centres of each mobile ion: k-means over K and the silhouette rule
+(METHOD.md section 2; paper section 5.5, eqs 7-9).
+
+This is the expensive stage. Its result, :class:`Clustering`, keeps for every ion the
+centres and the mean silhouette of *every* K tried, so the silhouette threshold (a
+slider) picks K afterwards without clustering again (:func:`select`).
+
+Speed: an ion's cloud has far fewer distinct places than frames. k-means runs on a
+weighted histogram of the cloud (voxels of ``voxel_A``, weight = frames in the voxel,
+position = the frames' mean), then a few Lloyd iterations on every frame make the
+centres those of the full data. The paper's silhouette uses squared distances, which
+gives an exact O(T K) closed form (:func:`squared_silhouette`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+from threadpoolctl import threadpool_limits
+
+from iondiff_core.parameters import Parameters
+
+
+@dataclass
+class IonClustering:
+    """k-means results of one ion for every K tried.
+
+    Attributes
+    ----------
+    ks : ndarray of int, shape (M,)
+        The K values tried (2, 3, ...).
+    silhouette : ndarray, shape (M,)
+        Mean silhouette of each K.
+    centres : list of ndarray, each (K, 3), Å
+        Cluster centres (means of the frames labelled to them) of each K.
+    """
+
+    ks: np.ndarray
+    silhouette: np.ndarray
+    centres: list[np.ndarray]
+
+
+@dataclass
+class Clustering:
+    """Clustering of all mobile ions (the cached expensive stage)."""
+
+    atoms: np.ndarray  # file indices of the mobile ions
+    ions: list[IonClustering]
+    silhouette_kind: str
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for ``np.savez`` (see :meth:`from_arrays`)."""
+        ks = [c.ks for c in self.ions]
+        return {
+            "atoms": self.atoms,
+            "n_k": np.array([len(k) for k in ks]),
+            "ks": np.concatenate(ks) if ks else np.zeros(0, int),
+            "silhouette": np.concatenate([c.silhouette for c in self.ions]) if ks else np.zeros(0),
+            "centres": np.concatenate([np.concatenate(c.centres) for c in self.ions if c.centres] or [np.zeros((0, 3))]),
+            "kind": np.array(self.silhouette_kind),
+        }
+
+    @classmethod
+    def from_arrays(cls, a) -> "Clustering":
+        ions, ko, co = [], 0, 0
+        for m in a["n_k"]:
+            ks = a["ks"][ko : ko + m]
+            sil = a["silhouette"][ko : ko + m]
+            cents = []
+            for k in ks:
+                cents.append(a["centres"][co : co + k])
+                co += k
+            ions.append(IonClustering(ks.astype(int), sil, cents))
+            ko += m
+        return cls(np.asarray(a["atoms"]), ions, str(a["kind"]))
+
+
+@dataclass
+class Centres:
+    """The centres chosen for every ion at one silhouette threshold."""
+
+    centres: list[np.ndarray]  # per ion (K, 3), Å
+    k: np.ndarray  # K per ion
+    best_silhouette: np.ndarray  # best mean silhouette over K >= 2 per ion
+
+
+def squared_silhouette(x: np.ndarray, labels: np.ndarray, n_clusters: int) -> float:
+    """Mean silhouette with squared Euclidean distances (paper eqs 7-9), exact in O(T K).
+
+    The mean squared distance from r_i to the points of cluster J is
+    |r_i - mu_J|^2 + s_J, with s_J the mean squared distance of J's points to mu_J;
+    for i's own cluster the mean excludes i, so it is scaled by M_I / (M_I - 1).
+    Points alone in their cluster score 0 (scikit-learn's convention).
+    """
+    counts = np.bincount(labels, minlength=n_clusters).astype(float)
+    mu = _cluster_means(x, labels, counts)
+    d2 = _sqdist(x, mu)
+    own = d2[np.arange(len(x)), labels]
+    s = np.bincount(labels, weights=own, minlength=n_clusters) / np.maximum(counts, 1)
+    m_own = counts[labels]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = m_own / (m_own - 1) * (own + s[labels])
+    other = d2 + s[None, :]
+    other[np.arange(len(x)), labels] = np.inf
+    other[:, counts == 0] = np.inf
+    b = other.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sil = (b - a) / np.maximum(a, b)
+    sil[m_own <= 1] = 0.0
+    return float(np.nan_to_num(sil, nan=0.0).mean())
+
+
+def euclidean_silhouette(x: np.ndarray, labels: np.ndarray, n_clusters: int) -> float:
+    """scikit-learn's silhouette (plain Euclidean distances), as IonDiff uses: O(T^2)."""
+    if len(np.unique(labels)) < 2:
+        return 0.0
+    return float(silhouette_score(x, labels))
+
+
+SILHOUETTES = {"squared": squared_silhouette, "euclidean": euclidean_silhouette}
+
+
+def cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
+    """k-means of one ion's unwrapped positions (T, 3) in Å for K = 2, 3, ...
+
+    With ``params.k_max`` set, K runs to it. Otherwise K is raised in steps until the
+    best silhouette lies ``params.k_patience`` values below the largest K tried (or
+    ``k_max_limit`` or the number of distinct places is reached), so an ion visiting
+    many sites is not capped.
+    """
+    # One thread: the histograms are small, and OpenMP threads oversubscribed by a
+    # busy machine (or parallel workers) slow k-means down twentyfold.
+    with threadpool_limits(1):
+        return _cluster_ion(np.ascontiguousarray(x, dtype=np.float64), params)
+
+
+def _cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
+    points, weights = _voxel_histogram(x, params.voxel_A)
+    n_distinct = len(points)
+    silhouette = SILHOUETTES[params.silhouette]
+    limit = params.k_max if params.k_max else params.k_max_limit
+    limit = min(limit, n_distinct, len(x) - 1)
+    hi = min(limit, params.k_max or 10)
+    ks, sils, cents = [], [], []
+    k = 2
+    while k <= hi:
+        centres, labels = _kmeans(x, points, weights, k, params)
+        kk = len(centres)
+        ks.append(k)
+        sils.append(silhouette(x, labels, kk) if kk >= 2 else -1.0)
+        cents.append(centres)
+        k += 1
+        if k > hi and params.k_max is None:
+            best = ks[int(np.argmax(sils))]
+            if best > hi - params.k_patience and hi < limit:
+                hi = min(limit, hi + max(params.k_patience, 5))
+    return IonClustering(np.array(ks, dtype=int), np.array(sils, dtype=float), cents)
+
+
+def denoise_window(denoise_fs: float, timestep_fs: float | None) -> int:
+    """Odd number of frames spanning about ``denoise_fs`` (1 = no averaging)."""
+    if not denoise_fs or not timestep_fs:
+        return 1
+    w = int(round(denoise_fs / timestep_fs))
+    return max(1, w + (w % 2 == 0))
+
+
+def denoise(positions_A: np.ndarray, window_frames: int) -> np.ndarray:
+    """Sliding mean over ``window_frames`` frames (axis 0); the ends use the edge frame."""
+    if window_frames <= 1:
+        return positions_A
+    return uniform_filter1d(positions_A, window_frames, axis=0, mode="nearest")
+
+
+def cluster_ions(positions_A: np.ndarray, atoms: np.ndarray, params: Parameters, timestep_fs: float | None = None, progress=None) -> Clustering:
+    """Cluster every mobile ion. ``positions_A``: unwrapped (T, N_mobile, 3), Å.
+
+    Positions are first averaged over ``params.denoise_fs`` (needs ``timestep_fs``).
+    ``progress(done, total)`` is called after each ion.
+    """
+    x = denoise(positions_A, denoise_window(params.denoise_fs, timestep_fs))
+    ions = []
+    n = x.shape[1]
+    for i in range(n):
+        ions.append(cluster_ion(x[:, i, :], params))
+        if progress is not None:
+            progress(i + 1, n)
+    return Clustering(np.asarray(atoms), ions, params.silhouette)
+
+
+def select(clustering: Clustering, positions_A: np.ndarray, threshold: float, min_separation_A: float = 0.0) -> Centres:
+    """Pick K per ion: the K of best mean silhouette, or 1 if that is below ``threshold``.
+
+    Only K whose centres are all at least ``min_separation_A`` apart are eligible:
+    the hop rule cannot tell apart two centres whose vibration spheres overlap
+    (pass 2 r_vib), and such a split is a single site wandering, not two sites.
+    """
+    centres, ks, best = [], [], []
+    for i, c in enumerate(clustering.ions):
+        ok = np.array([_min_separation(m) >= min_separation_A for m in c.centres], dtype=bool)
+        sil = np.where(ok, c.silhouette, -np.inf) if len(ok) else c.silhouette
+        j = int(np.argmax(sil)) if len(sil) and np.isfinite(sil).any() else -1
+        s = float(sil[j]) if j >= 0 else -1.0
+        best.append(s)
+        if j < 0 or s < threshold:
+            centres.append(positions_A[:, i, :].mean(axis=0, keepdims=True))
+        else:
+            centres.append(c.centres[j])
+        ks.append(len(centres[-1]))
+    return Centres(centres, np.array(ks), np.array(best))
+
+
+def _min_separation(mu: np.ndarray) -> float:
+    if len(mu) < 2:
+        return np.inf
+    d = np.sqrt(_sqdist(mu, mu))
+    return float(d[np.triu_indices(len(mu), 1)].min())
+
+
+def _voxel_histogram(x: np.ndarray, voxel_A: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct places of a cloud: voxel means and frame counts."""
+    if voxel_A <= 0:
+        return x, np.ones(len(x))
+    keys = np.floor(x / voxel_A).astype(np.int64)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    means = np.stack([np.bincount(inverse, weights=x[:, d]) for d in range(3)], axis=1) / counts[:, None]
+    return means, counts.astype(float)
+
+
+def _kmeans(x, points, weights, k, params: Parameters, max_lloyd: int = 30):
+    """Weighted k-means on the histogram, then Lloyd iterations on every frame."""
+    km = KMeans(n_clusters=k, n_init=params.kmeans_n_init, random_state=params.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on duplicate points
+        km.fit(points, sample_weight=weights)
+    mu = km.cluster_centers_
+    labels = None
+    for _ in range(max_lloyd):
+        new = np.argmin(_sqdist(x, mu), axis=1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=len(mu)).astype(float)
+        keep = counts > 0
+        mu = _cluster_means(x, labels, counts)[keep]
+        if not keep.all():
+            labels = None  # an emptied cluster: relabel against the survivors
+    labels = np.argmin(_sqdist(x, mu), axis=1)
+    counts = np.bincount(labels, minlength=len(mu)).astype(float)
+    keep = counts > 0
+    if not keep.all():
+        mu = mu[keep]
+        labels = np.argmin(_sqdist(x, mu), axis=1)
+        counts = np.bincount(labels, minlength=len(mu)).astype(float)
+    return _cluster_means(x, labels, counts), labels
+
+
+def _cluster_means(x, labels, counts):
+    k = len(counts)
+    sums = np.stack([np.bincount(labels, weights=x[:, d], minlength=k) for d in range(3)], axis=1)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+def _sqdist(x, mu):
+    """Squared distances (T, K) between points and centres.
+
+    Expanded as |x|^2 - 2 x.mu + |mu|^2 (one matrix product) around the centres' mean,
+    so the cancellation error stays far below the Å^2 scales compared here.
+    """
+    o = mu.mean(axis=0)
+    xc, mc = x - o, mu - o
+    d = np.einsum("td,td->t", xc, xc)[:, None] - 2.0 * (xc @ mc.T) + np.einsum("kd,kd->k", mc, mc)[None, :]
+    return np.maximum(d, 0.0)

@@ -1,0 +1,256 @@
+"""Command line: ``python -m iondiff_core analyze PATH`` and ``batch ROOT...``.
+
+Every field of :class:`~iondiff_core.parameters.Parameters` is a flag
+(``--r-vib-A 0.6``, ``--silhouette euclidean`` ...). Bad input exits with status 2
+and one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from iondiff_core.errors import InputError
+from iondiff_core.parameters import Parameters
+
+_SKIP = {"extra"}
+
+
+def _parse_level(text: str):
+    return text if text == "mean" else float(text)
+
+
+def _parse_optional_int(text: str):
+    return None if text.lower() in ("none", "auto") else int(text)
+
+
+def add_parameter_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Parameters field, with its default and docstring-derived type."""
+    g = parser.add_argument_group("method parameters (METHOD.md)")
+    for f in dataclasses.fields(Parameters):
+        if f.name in _SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if f.name == "reference_level":
+            g.add_argument(flag, type=_parse_level, default=None, help=f"'mean' or a quantile (default {default})")
+        elif f.name == "k_max":
+            g.add_argument(flag, type=_parse_optional_int, default=None, help="largest K, or 'auto' (default: auto)")
+        elif f.name == "ion_charge":
+            g.add_argument(flag, type=float, default=None, help="mobile ion charge in e (default: from the species)")
+        elif f.name in ("species",):
+            continue  # given as --species with the input options
+        elif isinstance(default, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
+        else:
+            g.add_argument(flag, type=type(default), default=None, help=f"(default {default})")
+
+
+def parameters_from_args(args) -> Parameters:
+    values = {}
+    for f in dataclasses.fields(Parameters):
+        if f.name in _SKIP:
+            continue
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return Parameters(**values)
+
+
+class TerminalProgress:
+    """A one-line progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream=sys.stderr, quiet=False):
+        self.stream, self.quiet = stream, quiet
+        self.tty = stream.isatty()
+        self._last = ("", -1.0)
+
+    def __call__(self, stage: str, fraction: float, message: str):
+        if self.quiet:
+            return
+        if self.tty:
+            bar = "#" * int(30 * fraction)
+            self.stream.write(f"\r[{bar:<30}] {100 * fraction:5.1f}% {message[:60]:<60}")
+            if fraction >= 1.0:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif stage != self._last[0] or fraction - self._last[1] >= 0.1 or fraction >= 1.0:
+            self.stream.write(f"{100 * fraction:5.1f}% {stage}: {message}\n")
+            self._last = (stage, fraction)
+
+
+def _add_input_flags(p):
+    p.add_argument("--species", help="mobile species (default: first of Li, Na, K, Ag, Cu, F, Cl, Br, I, O, H)")
+    p.add_argument("--timestep-fs", type=float, help="fs between stored frames (default: POTIM x NBLOCK from INCAR)")
+    p.add_argument("--temperature", type=float, help="temperature in K (default: TEBEG from INCAR)")
+    p.add_argument("--cache-dir", help="folder for the clustering cache (default: none)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m iondiff_core", description="Find ion hops and concerted groups in MD trajectories.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("analyze", help="analyse one trajectory")
+    a.add_argument("path", help="folder holding an XDATCAR (and INCAR), or a trajectory file")
+    a.add_argument("--out", help="JSON file to write (default: print a summary only)")
+    a.add_argument("--hops-csv", help="also write the hops as CSV")
+    _add_input_flags(a)
+    add_parameter_flags(a)
+    b = sub.add_parser("batch", help="analyse every simulation under the given folders")
+    b.add_argument("roots", nargs="+", help="folders to search for simulations")
+    b.add_argument("--out-dir", required=True, help="folder for one JSON per simulation and the summary")
+    b.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    b.add_argument("--celery", action="store_true", help="submit to the Celery workers at $REDIS_URL instead of local processes")
+    _add_input_flags(b)
+    add_parameter_flags(b)
+    return parser
+
+
+def _run_analyze(args) -> int:
+    from iondiff_core import pipeline, report
+
+    params = parameters_from_args(args).replace(species=args.species)
+    progress = TerminalProgress(quiet=args.quiet)
+    t0 = time.perf_counter()
+    result = pipeline.analyze(args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature)
+    doc = result.to_dict()
+    doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    if args.out:
+        _write_atomic(Path(args.out), report.dumps(doc))
+    if args.hops_csv:
+        _write_atomic(Path(args.hops_csv), report.hops_csv(result))
+    _print_summary(doc)
+    return 0
+
+
+def _print_summary(doc: dict) -> None:
+    i, d, pdf = doc["input"], doc["descriptors"], doc["pdf"]
+    print(
+        f"{i['source']}: {i['frames']} frames, {i['mobile_ions']} {i['mobile_species']} ions; "
+        f"{len(doc['hops'])} hops in {len(doc['groups'])} groups; "
+        f"<n> = {pdf['mean_n']} +- {pdf['std_n']}; D_tracer = {d.get('D_tracer_cm2_s')} cm^2/s"
+    )
+    for w in doc.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- batch
+def simulation_name(path: Path, root: Path) -> str:
+    rel = path.relative_to(root) if path != root else Path(path.name)
+    return re.sub(r"[^\w.+-]+", "_", str(rel.with_suffix("") if path.is_file() else rel)).strip("_") or path.name
+
+
+def material_of(name: str) -> str:
+    """Material label from a simulation name: temperature and run tokens removed."""
+    m = re.sub(r"(^|[_-])\d+(\.\d+)?K(?=$|[_-])", r"\1", name)
+    m = re.sub(r"[_-]run\d+$", "", m)
+    return re.sub(r"[_-]+", "_", m).strip("_") or name
+
+
+def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature) -> dict:
+    """Analyse one simulation and write its JSON; returns its summary row (or an error row)."""
+    from iondiff_core import pipeline, report
+
+    try:
+        result = pipeline.analyze(path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature)
+        doc = result.to_dict()
+        _write_atomic(Path(out_json), report.dumps(doc))
+        row = {"path": path, "error": "", **summary_row(doc)}
+    except InputError as exc:
+        row = {"path": path, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a batch must survive one bad simulation
+        row = {"path": path, "error": f"{type(exc).__name__}: {exc}"}
+    return row
+
+
+def summary_row(doc: dict) -> dict:
+    i = doc["input"]
+    row = {
+        "mobile_species": i["mobile_species"],
+        "temperature_K": i["temperature_K"],
+        "frames": i["frames"],
+        "n_hops": len(doc["hops"]),
+        "mean_n": doc["pdf"]["mean_n"],
+        "std_n": doc["pdf"]["std_n"],
+        "pdf_A": doc["pdf"]["A"],
+        "pdf_b": doc["pdf"]["b"],
+    }
+    row.update({k: v for k, v in doc["descriptors"].items() if isinstance(v, (int, float)) or v is None})
+    return row
+
+
+def _run_batch(args) -> int:
+    from iondiff_core import batch
+    from iondiff_core.io import find_simulations
+
+    params = parameters_from_args(args).replace(species=args.species)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for root in map(Path, args.roots):
+        if not root.exists():
+            raise InputError(f"{root}: no such folder")
+        for sim in find_simulations(root):
+            name = simulation_name(sim, root)
+            jobs.append((name, str(sim), str(out / f"{name}.json")))
+    if not jobs:
+        raise InputError(f"no simulation (XDATCAR, extxyz, vasprun.xml, LAMMPS dump) found under {', '.join(args.roots)}")
+    pd = params.to_dict()
+    rows = []
+    progress = TerminalProgress(quiet=args.quiet)
+    if args.celery:
+        from dashboard.celery_app import submit_batch
+
+        rows = submit_batch(jobs, pd, args.cache_dir, args.timestep_fs, args.temperature, progress)
+    else:
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futs = {pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature): n for n, p, o in jobs}
+            for k, fut in enumerate(as_completed(futs), 1):
+                row = {"name": futs[fut], **fut.result()}
+                rows.append(row)
+                progress("batch", k / len(jobs), f"{row['name']}: {row['error'] or 'ok'}")
+    for r in rows:
+        r["material"] = material_of(r["name"])
+    rows.sort(key=lambda r: r["name"])
+    batch.write_summary(rows, out)
+    failed = [r for r in rows if r["error"]]
+    print(f"{len(rows) - len(failed)} of {len(rows)} simulations analysed; summary in {out / 'summary.csv'}")
+    for r in failed:
+        print(f"error: {r['name']}: {r['error']}", file=sys.stderr)
+    return 0 if not failed else 1
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run_analyze(args) if args.command == "analyze" else _run_batch(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line unless --debug
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

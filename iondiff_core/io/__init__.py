@@ -1,0 +1,276 @@
+"""Reading trajectories from disk (METHOD.md section 0).
+
+Entry points:
+
+* :func:`read_trajectory` - a folder (VASP run: XDATCAR plus INCAR) or a trajectory
+  file in any supported format -> :class:`~iondiff_core.trajectory.Trajectory`.
+* :func:`find_simulations` - every run under a folder.
+* :func:`sniff_species` - the species of a trajectory from its header only.
+* :func:`read_incar`, :func:`write_xdatcar`.
+
+VASP XDATCARs go through the streaming reader in :mod:`.xdatcar`; every other format
+through ASE (:mod:`.ase_formats`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from iondiff_core.errors import InputError
+from iondiff_core.io.ase_formats import guess_ase_format, read_ase, sniff_ase_species
+from iondiff_core.io.incar import read_incar
+from iondiff_core.io.xdatcar import (
+    compression_of,
+    open_decompressed,
+    read_xdatcar,
+    sniff_xdatcar,
+    strip_compression_suffix,
+    write_xdatcar,
+)
+from iondiff_core.trajectory import Trajectory
+
+__all__ = [
+    "find_simulations",
+    "locate_trajectory",
+    "open_decompressed",
+    "read_ase",
+    "read_incar",
+    "read_trajectory",
+    "read_xdatcar",
+    "sniff_species",
+    "write_xdatcar",
+]
+
+_XDATCAR_FORMATS = ("xdatcar", "vasp-xdatcar", "vasp")
+#: File name endings recognised as non-VASP trajectories by find_simulations.
+_OTHER_SUFFIXES = (".extxyz", ".exyz", ".lammpstrj", ".dump")
+
+
+def _is_xdatcar_name(name: str) -> bool:
+    base = strip_compression_suffix(name).upper()
+    return base.startswith("XDATCAR") or base.endswith(".XDATCAR")
+
+
+def _is_vasprun_name(name: str) -> bool:
+    base = strip_compression_suffix(name).lower()
+    return base.startswith("vasprun") and base.endswith(".xml")
+
+
+def _is_other_name(name: str) -> bool:
+    base = strip_compression_suffix(name).lower()
+    return base.endswith(_OTHER_SUFFIXES) or base.startswith("dump.")
+
+
+def _looks_like_xdatcar(path: Path) -> bool:
+    """Content check for files with unusual names: a POSCAR-like header then a marker."""
+    try:
+        with open_decompressed(path) as f:
+            head = f.read(8192)
+    except InputError:
+        return False
+    lines = head.split(b"\n", 9)[:9]
+    for idx in (6, 7):
+        if len(lines) > idx and lines[idx].strip()[:1] in (b"D", b"d", b"C", b"c"):
+            return b"configuration" in lines[idx].lower() or lines[idx].strip().lower() in (
+                b"direct",
+                b"cartesian",
+            )
+    return False
+
+
+def _candidates(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.stat().st_size > 0)
+    xd = [p for p in files if _is_xdatcar_name(p.name)]
+    vr = [p for p in files if _is_vasprun_name(p.name)]
+    other = [p for p in files if _is_other_name(p.name)]
+    return xd, vr, other
+
+
+def locate_trajectory(folder: str | Path) -> Path:
+    """The trajectory file of a run folder: its XDATCAR, else vasprun.xml, else the one
+    extxyz/LAMMPS file.
+
+    Raises
+    ------
+    InputError
+        If the folder holds none, or several candidates of the same kind (say which).
+    """
+    folder = Path(folder)
+    xd, vr, other = _candidates(folder)
+    for group in (xd, vr, other):
+        if len(group) == 1:
+            return group[0]
+        if len(group) > 1:
+            exact = [p for p in group if strip_compression_suffix(p.name) in ("XDATCAR", "vasprun.xml")]
+            if len(exact) == 1:
+                return exact[0]
+            names = ", ".join(p.name for p in group)
+            raise InputError(f"{folder}: holds several trajectories ({names}); give one file")
+    raise InputError(
+        f"{folder}: no trajectory found (XDATCAR, vasprun.xml, *.extxyz, *.exyz, *.lammpstrj, *.dump)"
+    )
+
+
+def _positive(value, name: str, unit: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number in {unit}, got {value!r}") from None
+    if not math.isfinite(x) or x <= 0:
+        raise InputError(f"{name} must be a positive number in {unit}, got {value!r}")
+    return x
+
+
+def read_trajectory(
+    path: str | Path,
+    timestep_fs: float | None = None,
+    temperature_K: float | None = None,
+    format: str | None = None,
+    *,
+    species: list[str] | None = None,
+) -> Trajectory:
+    """Read an MD trajectory.
+
+    Parameters
+    ----------
+    path : str or Path
+        A run folder (holding an XDATCAR, plain or ``.gz``/``.xz``/``.bz2``, also named
+        like ``XDATCAR_600K``, and optionally an INCAR; or a vasprun.xml or one
+        extxyz/LAMMPS file), or a trajectory file.
+    timestep_fs : float, optional
+        Time between stored frames in fs; overrides the INCAR's POTIM x NBLOCK.
+    temperature_K : float, optional
+        Temperature in K; overrides the INCAR's TEBEG.
+    format : str, optional
+        ``'xdatcar'`` or any ASE format name; by default from the file name and content.
+    species : list of str, optional
+        Species per atom type, for VASP 4 XDATCARs without a species line (or LAMMPS
+        dumps without an element column).
+
+    Returns
+    -------
+    Trajectory
+        With ``timestep_fs``/``temperature_K`` None (and a warning) when neither given
+        nor found; callers that need time raise then.
+
+    Raises
+    ------
+    InputError
+        For a missing path, an unreadable or malformed file (message with the line).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if timestep_fs is not None:
+        timestep_fs = _positive(timestep_fs, "timestep_fs", "fs")
+    if temperature_K is not None:
+        temperature_K = _positive(temperature_K, "temperature_K", "K")
+    file = locate_trajectory(path) if path.is_dir() else path
+    fmt = (format or "").lower() or None
+    if fmt is None:
+        if _is_xdatcar_name(file.name):
+            fmt = "xdatcar"
+        else:
+            fmt = guess_ase_format(file)
+            if fmt is None and _looks_like_xdatcar(file):
+                fmt = "xdatcar"
+    if fmt in _XDATCAR_FORMATS:
+        traj = read_xdatcar(file, species=species)
+    else:
+        traj = read_ase(file, format=fmt, species=species)
+
+    # The INCAR beside the file gives what the trajectory itself does not store.
+    need_time = timestep_fs is None and traj.timestep_fs is None
+    need_temp = temperature_K is None and traj.temperature_K is None
+    incar = file.parent / "INCAR"
+    if fmt in _XDATCAR_FORMATS and (need_time or need_temp):
+        if incar.is_file():
+            info = read_incar(incar)
+            for w in info["warnings"]:
+                about_time = any(k in w for k in ("POTIM", "NBLOCK", "IBRION", "time between"))
+                about_temp = any(k in w for k in ("TEBEG", "TEEND", "temperature"))
+                if (about_time and need_time) or (about_temp and need_temp) or not (about_time or about_temp):
+                    traj.warnings.append(w)
+            if need_time:
+                traj.timestep_fs = info["timestep_fs"]
+            if need_temp:
+                traj.temperature_K = info["temperature_K"]
+        elif need_time:
+            traj.warnings.append(
+                f"no INCAR beside {file.name}: the time between frames is unknown; give timestep_fs"
+            )
+    if timestep_fs is not None:
+        traj.timestep_fs = timestep_fs
+    if temperature_K is not None:
+        traj.temperature_K = temperature_K
+    return traj
+
+
+def sniff_species(path: str | Path, format: str | None = None, *, species: list[str] | None = None) -> list[str]:
+    """Distinct species of a trajectory, in file order, from its header only.
+
+    Reads the first kilobytes (decompressing only those), so it takes milliseconds on a
+    400 MB XDATCAR.gz. Same ``path``/``format`` conventions as :func:`read_trajectory`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    file = locate_trajectory(path) if path.is_dir() else path
+    fmt = (format or "").lower() or None
+    if fmt in _XDATCAR_FORMATS or (
+        fmt is None
+        and (_is_xdatcar_name(file.name) or (guess_ase_format(file) is None and _looks_like_xdatcar(file)))
+    ):
+        return list(dict.fromkeys(sniff_xdatcar(file, species=species)["species"]))
+    return sniff_ase_species(file, fmt)
+
+
+def find_simulations(root: str | Path, check: bool = False) -> list[Path]:
+    """Every run under ``root``, sorted.
+
+    A folder whose trajectory is a single XDATCAR (or, without one, a single
+    vasprun.xml) is listed as the folder, since its INCAR belongs with it; other
+    trajectories (``*.extxyz``, ``*.exyz``, ``*.lammpstrj``, ``*.dump``, each possibly
+    ``.gz``/``.xz``/``.bz2``) and folders with several XDATCARs are listed file by file.
+    Hidden folders and empty files are skipped.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder to search (recursively), or a single file.
+    check : bool
+        Also read each candidate's header and leave out those that fail.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{root}: no such file or folder")
+    if root.is_file():
+        name = root.name
+        ok = _is_xdatcar_name(name) or _is_vasprun_name(name) or _is_other_name(name)
+        return [root] if ok else []
+    found: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        try:
+            xd, vr, other = _candidates(folder)
+        except OSError:
+            continue
+        vasp = xd or vr  # an XDATCAR and a vasprun.xml side by side are one run
+        if len(vasp) == 1:
+            found.append(folder)
+        else:
+            found.extend(vasp)
+        found.extend(other)
+    if check:
+        kept = []
+        for p in found:
+            try:
+                sniff_species(p)
+            except InputError:
+                continue
+            kept.append(p)
+        found = kept
+    return sorted(found)

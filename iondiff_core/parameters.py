@@ -1,0 +1,161 @@
+"""Every parameter of the method, with its METHOD.md default, in one place.
+
+The parameters split into the *clustering* ones (expensive stage, part of its cache key)
+and the *cheap* ones (silhouette threshold, r_vib, reference level, width factor, n_max
+...), which can change without redoing the clustering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from iondiff_core.errors import InputError
+
+#: Parameters that change the clustering stage; the rest only change cheap stages.
+CLUSTERING_FIELDS = (
+    "species", "silhouette", "k_max", "k_max_limit", "k_patience", "kmeans_n_init", "voxel_A", "denoise_fs", "seed",
+    "remove_drift",
+)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Parameters of the analysis (METHOD.md).
+
+    Parameters
+    ----------
+    species : str or None
+        Mobile species; None picks the first of Li, Na, K, Ag, Cu, F, Cl, Br, I, O, H.
+    silhouette : {"squared", "euclidean"}
+        Silhouette distance. "squared" is the paper's eqs 7-9 (exact closed form,
+        O(T K)); "euclidean" is scikit-learn's, as IonDiff uses (O(T^2), for comparison).
+    silhouette_threshold : float
+        If the best mean silhouette over K >= 2 is below this, K = 1 (slider).
+    k_max : int or None
+        Largest K tried. None chooses it from the data: K is raised until the
+        silhouette has fallen for ``k_patience`` values past its maximum.
+    k_max_limit : int
+        Hard cap on K when ``k_max`` is None.
+    k_patience : int
+        With ``k_max=None``: how many K past the best one must score lower before stopping.
+    kmeans_n_init : int
+        k-means restarts per K (scikit-learn ``n_init``).
+    voxel_A : float
+        Voxel edge in Å of the weighted histogram that k-means clusters instead of
+        every frame; 0 clusters every frame (slow, exact reference).
+    r_vib_A : float
+        Vibration radius in Å: a frame within it of a centre vibrates there (slider).
+    denoise_fs : float
+        Clustering runs on positions averaged over a sliding window of this many fs
+        (odd number of frames; 0 = raw positions, the paper). Thermal vibration at
+        hundreds of K is as wide as the site spacing in coarse AIMD; averaging over a
+        few vibration periods separates the sites, while hops are still found on the
+        raw positions. See docs/VALIDATION.md.
+    hop_rule : {"cloud", "paper"}
+        "paper": a frame vibrates at a centre only within ``r_vib_A`` of it.
+        "cloud" (default): within the larger of ``r_vib_A`` and the centre's thermal
+        cloud radius (``cloud_quantile`` of its frames' distances, capped at 45 % of the
+        distance to the ion's nearest other centre), so hot ions are not called "in
+        transit" at every vibration. See docs/VALIDATION.md.
+    cloud_quantile : float
+        Quantile of a centre's frame distances used by ``hop_rule="cloud"``.
+    reference_level : "mean" or float
+        Correlation level above which a pair of hops is concerted: "mean" of the
+        random reference's off-diagonal correlations (paper), or a quantile in (0, 1)
+        of them (slider).
+    n_random : int
+        Repetitions of the random reference.
+    random_width : {"own", "mean"}
+        Width of each random reference event: the hop's own FWHM, or the mean hop
+        duration for all (the paper).
+    width_factor : float
+        Multiplies every event's Gaussian FWHM (1 = the hop's duration) (slider).
+    n_max : int
+        Largest n in the distribution of concerted hops (slider).
+    mechanism_distance_A : float
+        Distance in Å for the n = 2 mechanisms (vacancy following, knock-out).
+    metastable_distance_A : float
+        A centre farther than this (Å) from every reference-lattice site is metastable.
+    msd_fit_start, msd_fit_end : float
+        Fit window of the MSD, as fractions of the longest lag (which is half the run).
+    ion_charge : float
+        Charge of the mobile ion in e, for the Nernst-Einstein conductivity.
+    seed : int
+        Seed of k-means and of the random reference.
+    remove_drift : bool
+        Remove the framework's centre-of-mass drift before the analysis.
+    """
+
+    species: str | None = None
+    silhouette: str = "squared"
+    silhouette_threshold: float = 0.7
+    k_max: int | None = None
+    k_max_limit: int = 60
+    k_patience: int = 4
+    kmeans_n_init: int = 10
+    voxel_A: float = 0.1
+    denoise_fs: float = 300.0
+    r_vib_A: float = 0.5
+    hop_rule: str = "cloud"
+    cloud_quantile: float = 0.95
+    reference_level: str | float = "mean"
+    n_random: int = 100
+    random_width: str = "own"
+    width_factor: float = 1.0
+    n_max: int = 20
+    mechanism_distance_A: float = 1.0
+    metastable_distance_A: float = 1.0
+    msd_fit_start: float = 0.2
+    msd_fit_end: float = 1.0
+    ion_charge: float | None = None
+    seed: int = 0
+    remove_drift: bool = False
+    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        checks = [
+            (self.silhouette in ("squared", "euclidean"), "silhouette must be 'squared' or 'euclidean'"),
+            (0.0 <= self.silhouette_threshold <= 1.0, "silhouette_threshold must lie in [0, 1]"),
+            (self.k_max is None or self.k_max >= 2, "k_max must be at least 2"),
+            (self.k_max_limit >= 2, "k_max_limit must be at least 2"),
+            (self.kmeans_n_init >= 1, "kmeans_n_init must be at least 1"),
+            (self.voxel_A >= 0, "voxel_A must be >= 0"),
+            (self.r_vib_A > 0, "r_vib_A must be > 0 Å"),
+            (self.hop_rule in ("cloud", "paper"), "hop_rule must be 'cloud' or 'paper'"),
+            (self.denoise_fs >= 0, "denoise_fs must be >= 0 fs"),
+            (0 < self.cloud_quantile <= 1, "cloud_quantile must lie in (0, 1]"),
+            (
+                self.reference_level == "mean"
+                or (isinstance(self.reference_level, (int, float)) and 0 < float(self.reference_level) < 1),
+                "reference_level must be 'mean' or a quantile in (0, 1)",
+            ),
+            (self.n_random >= 1, "n_random must be at least 1"),
+            (self.random_width in ("own", "mean"), "random_width must be 'own' or 'mean'"),
+            (self.width_factor > 0, "width_factor must be > 0"),
+            (self.n_max >= 2, "n_max must be at least 2"),
+            (0 <= self.msd_fit_start < self.msd_fit_end <= 1, "need 0 <= msd_fit_start < msd_fit_end <= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"bad parameter: {message}")
+
+    def replace(self, **changes) -> "Parameters":
+        return dataclasses.replace(self, **changes)
+
+    def clustering_key(self) -> dict:
+        """The values that the expensive clustering stage depends on."""
+        return {k: getattr(self, k) for k in CLUSTERING_FIELDS}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Parameters":
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = set(d) - names
+        if unknown:
+            raise InputError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,303 @@
+"""The staged analysis and its cache.
+
+Stages and what they depend on::
+
+    prepare      trajectory + species + drift          -> unwrapped mobile positions
+    clustering   prepare + clustering parameters        (EXPENSIVE, disk-cached)
+    transport    prepare + MSD window                   (MSD, D, van Hove; cached)
+    cheap        clustering + silhouette threshold, r_vib, reference level,
+                 widths, n_max ...                      -> hops, groups, pdf, descriptors
+
+:func:`analyze` runs them all; :class:`Session` keeps the expensive results of one
+trajectory in memory so that changing a cheap parameter (a dashboard slider) reruns
+only :func:`cheap_stages`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from iondiff_core import centres as centres_mod
+from iondiff_core import consistency, correlations, descriptors, distribution, hops as hops_mod, transport
+from iondiff_core.errors import InputError
+from iondiff_core.parameters import Parameters
+from iondiff_core.trajectory import Trajectory, unwrap
+
+#: ``progress(stage, fraction, message)``; fraction in [0, 1] over the whole run.
+Progress = Callable[[str, float, str], None]
+
+# Share of the progress bar each stage takes.
+_SPAN = {"read": (0.0, 0.05), "clustering": (0.05, 0.85), "transport": (0.85, 0.93), "hops": (0.93, 1.0)}
+
+
+def _report(progress: Progress | None, stage: str, within: float, message: str = ""):
+    if progress is not None:
+        a, b = _SPAN[stage]
+        progress(stage, a + (b - a) * min(max(within, 0.0), 1.0), message)
+
+
+# --------------------------------------------------------------------------- cache
+class StageCache:
+    """Stage results on disk, keyed by the hash of what they depend on.
+
+    Files are written to a temporary name and renamed, so a reader never sees a
+    half-written result, and any number of processes may share the folder.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(stage: str, parts: dict) -> str:
+        blob = json.dumps({"stage": stage, **parts}, sort_keys=True, default=str)
+        return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.npz"
+
+    def load(self, key: str) -> dict | None:
+        p = self.path(key)
+        if not p.exists():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):
+            return None  # unreadable entry: recompute
+
+    def save(self, key: str, arrays: dict) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, self.path(key))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def content_hash(traj: Trajectory) -> str:
+    """SHA-256 of the trajectory's numbers and species (identifies it in caches)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(traj.positions_frac).view(np.uint8))
+    h.update(np.ascontiguousarray(traj.cells[:: max(1, traj.n_frames // 64)]).view(np.uint8))
+    h.update(" ".join(traj.species).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- stages
+@dataclass
+class Prepared:
+    """The mobile ions' unwrapped positions and what identifies them."""
+
+    trajectory: Trajectory
+    species: str
+    atoms: np.ndarray  # file indices of the mobile ions
+    positions_A: np.ndarray  # (T, N_mobile, 3), unwrapped, Å
+    digest: str  # content hash of the trajectory
+
+
+def prepare(traj: Trajectory, params: Parameters, digest: str | None = None) -> Prepared:
+    species = traj.mobile_species(params.species)
+    atoms = traj.indices(species)
+    if traj.n_frames < 3:
+        raise InputError(f"{traj.source}: {traj.n_frames} frame(s); at least 3 are needed to find hops")
+    pos = unwrap(traj, atoms, remove_drift=params.remove_drift)
+    return Prepared(traj, species, atoms, pos, digest or content_hash(traj))
+
+
+def clustering_stage(prep: Prepared, params: Parameters, cache: StageCache | None = None, progress: Progress | None = None) -> centres_mod.Clustering:
+    """k-means of every mobile ion for every K (the expensive stage), cached on disk."""
+    key = StageCache.key("clustering", {"digest": prep.digest, **params.clustering_key(), "species": prep.species})
+    if cache is not None and (hit := cache.load(key)) is not None:
+        _report(progress, "clustering", 1.0, "clustering loaded from cache")
+        return centres_mod.Clustering.from_arrays(hit)
+    n = len(prep.atoms)
+
+    def each(done, total):
+        _report(progress, "clustering", done / total, f"clustering ion {done} of {total}")
+
+    _report(progress, "clustering", 0.0, f"clustering {n} {prep.species} ions")
+    result = centres_mod.cluster_ions(prep.positions_A, prep.atoms, params, prep.trajectory.timestep_fs, progress=each)
+    if cache is not None:
+        cache.save(key, result.to_arrays())
+    return result
+
+
+@dataclass
+class TransportResult:
+    msd: transport.MSDResult
+    tracer: transport.DiffusionFit
+    collective: transport.DiffusionFit
+    van_hove: transport.VanHove | None
+
+
+def transport_stage(prep: Prepared, params: Parameters, progress: Progress | None = None) -> TransportResult | None:
+    """MSD, tracer and collective D, van Hove; None when the timestep is unknown."""
+    traj = prep.trajectory
+    if not traj.timestep_fs:
+        return None
+    _report(progress, "transport", 0.0, "mean squared displacement")
+    dt = traj.timestep_ps
+    m = transport.msd(prep.positions_A, dt)
+    tr = transport.fit_diffusion(m.lag_ps, m.tracer_A2, params.msd_fit_start, params.msd_fit_end)
+    co = transport.fit_diffusion(m.lag_ps, m.collective_A2, params.msd_fit_start, params.msd_fit_end)
+    _report(progress, "transport", 0.5, "van Hove correlation functions")
+    t = traj.n_frames
+    lags = np.unique(np.linspace(0, (t - 1) // 2, 12).astype(int))
+    vh = transport.van_hove(prep.positions_A, traj.cells[0], dt, lags)
+    _report(progress, "transport", 1.0, "transport done")
+    return TransportResult(m, tr, co, vh)
+
+
+@dataclass
+class Result:
+    """Everything the analysis found for one trajectory and one set of parameters."""
+
+    params: Parameters
+    prep: Prepared
+    centres: centres_mod.Centres
+    hop_analysis: hops_mod.HopAnalysis
+    reference_level: float
+    correlations: correlations.Correlations
+    mechanisms: correlations.Mechanisms
+    distribution: distribution.NDistribution
+    consistency: consistency.Consistency
+    transport: TransportResult | None
+    descriptors: dict
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def hops(self) -> hops_mod.Hops:
+        return self.hop_analysis.hops
+
+    def to_dict(self) -> dict:
+        """The JSON document of ``python -m iondiff_core analyze`` (see README)."""
+        from iondiff_core.report import result_to_dict
+
+        return result_to_dict(self)
+
+
+class ReferenceCache:
+    """In-memory memo of random references (they depend only on widths and length)."""
+
+    def __init__(self, size: int = 32):
+        self._d: dict[str, correlations.Reference] = {}
+        self.size = size
+
+    def get(self, sigmas: np.ndarray, n_frames: int, params: Parameters) -> correlations.Reference:
+        key = hashlib.sha1(
+            np.round(sigmas, 9).tobytes() + repr((n_frames, params.n_random, params.seed, params.random_width)).encode()
+        ).hexdigest()
+        if key not in self._d:
+            if len(self._d) >= self.size:
+                self._d.pop(next(iter(self._d)))
+            self._d[key] = correlations.random_reference(sigmas, n_frames, params.n_random, params.seed, params.random_width)
+        return self._d[key]
+
+
+_REFERENCES = ReferenceCache()
+
+
+def cheap_stages(prep: Prepared, clustering: centres_mod.Clustering, transport_result: TransportResult | None, params: Parameters, progress: Progress | None = None) -> Result:
+    """Everything after the clustering: fast enough to rerun on every slider move."""
+    _report(progress, "hops", 0.0, "hops and correlations")
+    traj = prep.trajectory
+    cen = centres_mod.select(clustering, prep.positions_A, params.silhouette_threshold, 2 * params.r_vib_A)
+    ha = hops_mod.find_hops(prep.positions_A, cen, params.r_vib_A, params.hop_rule, params.cloud_quantile)
+    hops = ha.hops
+    t = traj.n_frames
+    sig = correlations.event_sigmas(hops, params.width_factor)
+    ref = _REFERENCES.get(sig, t, params)
+    level = ref.level(params.reference_level)
+    corr = correlations.correlate(hops, t, level, params.width_factor)
+    mech = correlations.classify_pairs(hops, corr, traj.cells[0], params.mechanism_distance_A)
+    dist = distribution.n_distribution(corr.sizes, params.n_max)
+    cons = consistency.check(prep.positions_A, hops)
+    desc = descriptors.simulation_descriptors(prep, cen, ha, transport_result, params)
+    warns = list(traj.warnings)
+    unresolved = int(np.sum(~hops.resolved))
+    if unresolved:
+        warns.append(
+            f"{unresolved} of {len(hops)} hops took less than one frame ({traj.timestep_fs or '?'} fs): "
+            "the sampling is too coarse to time them; their duration is set to one frame"
+        )
+    if len(hops) > correlations.DENSE_LIMIT:
+        warns.append(f"{len(hops)} hops: the full correlation matrix is not formed; only overlapping pairs are tested")
+    _report(progress, "hops", 1.0, "done")
+    return Result(params, prep, cen, ha, level, corr, mech, dist, cons, transport_result, desc, warns)
+
+
+def analyze(
+    source: Trajectory | str | os.PathLike,
+    params: Parameters | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    timestep_fs: float | None = None,
+    temperature_K: float | None = None,
+) -> Result:
+    """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file)."""
+    return Session.open(source, params, cache_dir, progress, timestep_fs, temperature_K).result(params, progress)
+
+
+class Session:
+    """One trajectory with its expensive stages done; :meth:`result` for any cheap parameters.
+
+    Examples
+    --------
+    >>> s = Session.open("sims/LGPS_600K", Parameters(species="Li"))   # doctest: +SKIP
+    >>> s.result(Parameters(species="Li", r_vib_A=0.6)).distribution   # doctest: +SKIP
+    """
+
+    def __init__(self, prep: Prepared, clustering: centres_mod.Clustering, transport_result: TransportResult | None, params: Parameters):
+        self.prep = prep
+        self.clustering = clustering
+        self.transport = transport_result
+        self.params = params
+
+    @classmethod
+    def open(cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None) -> "Session":
+        params = params or Parameters()
+        if isinstance(source, Trajectory):
+            traj = source
+            if timestep_fs:
+                traj.timestep_fs = timestep_fs
+            if temperature_K:
+                traj.temperature_K = temperature_K
+        else:
+            from iondiff_core.io import read_trajectory
+
+            _report(progress, "read", 0.0, f"reading {Path(source).name}")
+            traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K)
+        _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
+        prep = prepare(traj, params)
+        cache = StageCache(cache_dir) if cache_dir else None
+        clustering = clustering_stage(prep, params, cache, progress)
+        tr = transport_stage(prep, params, progress)
+        return cls(prep, clustering, tr, params)
+
+    def result(self, params: Parameters | None = None, progress: Progress | None = None) -> Result:
+        params = params or self.params
+        fixed = self.params.clustering_key()
+        changed = [k for k, v in params.clustering_key().items() if v != fixed[k] and k != "species"]
+        if changed or (params.species and params.species != self.prep.species):
+            raise InputError(f"parameters {changed or ['species']} change the clustering: open a new Session")
+        tr = self.transport
+        if tr is not None and (params.msd_fit_start, params.msd_fit_end) != (self.params.msd_fit_start, self.params.msd_fit_end):
+            m = tr.msd
+            tr = TransportResult(
+                m,
+                transport.fit_diffusion(m.lag_ps, m.tracer_A2, params.msd_fit_start, params.msd_fit_end),
+                transport.fit_diffusion(m.lag_ps, m.collective_A2, params.msd_fit_start, params.msd_fit_end),
+                tr.van_hove,
+            )
+        return cheap_stages(self.prep, self.clustering, tr, params, progress)

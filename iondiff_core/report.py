@@ -1,0 +1,121 @@
+"""Results as plain data: the JSON document of the command line, and CSV tables."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+
+HOP_COLUMNS = ("ion", "atom", "start", "end", "length_A", "duration_ps", "open_ended", "resolved", "group")
+
+
+def _clean(x):
+    """JSON-safe values: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
+
+
+def hop_records(result) -> list[dict]:
+    """One dict per hop (see README: the ``hops`` list)."""
+    h = result.hops
+    atoms = result.prep.atoms
+    dt_ps = result.prep.trajectory.timestep_ps if result.prep.trajectory.timestep_fs else np.nan
+    group = result.correlations.group_of
+    return [
+        {
+            "ion": int(h.ion[k]),
+            "atom": int(atoms[h.ion[k]]),
+            "start": int(h.start[k]),
+            "end": int(h.end[k]),
+            "length_A": float(h.length_A[k]),
+            "duration_ps": float(h.duration_frames[k] * dt_ps),
+            "open_ended": bool(h.open_ended[k]),
+            "resolved": bool(h.resolved[k]),
+            "centre_from": int(h.centre_from[k]),
+            "centre_to": int(h.centre_to[k]),
+            "origin_A": h.origin_A[k].round(4).tolist(),
+            "target_A": h.target_A[k].round(4).tolist(),
+            "group": int(group[k]),
+        }
+        for k in range(len(h))
+    ]
+
+
+def result_to_dict(result) -> dict:
+    traj = result.prep.trajectory
+    h = result.hops
+    dist = result.distribution
+    groups = [
+        {"hops": g.tolist(), "ions": sorted(set(h.ion[g].tolist())), "n": int(len(g))} for g in result.correlations.groups
+    ]
+    doc = {
+        "input": {
+            "source": traj.source,
+            "frames": traj.n_frames,
+            "atoms": traj.n_atoms,
+            "species": traj.composition,
+            "mobile_species": result.prep.species,
+            "mobile_ions": int(len(result.prep.atoms)),
+            "timestep_fs": traj.timestep_fs,
+            "temperature_K": traj.temperature_K,
+            "variable_cell": traj.variable_cell,
+            "sha256": result.prep.digest,
+        },
+        "parameters": result.params.to_dict(),
+        "hops": hop_records(result),
+        "failed_attempts": len(result.hop_analysis.failed),
+        "groups": groups,
+        "reference_level": result.reference_level,
+        "mechanisms_n2": result.mechanisms.counts(),
+        "pdf": {
+            "n": dist.n,
+            "p": dist.p,
+            "counts": dist.counts,
+            "overflow": dist.overflow,
+            "A": dist.fit.A,
+            "A_err": dist.fit.A_err,
+            "b": dist.fit.b,
+            "b_err": dist.fit.b_err,
+            "fit_note": dist.fit.reason,
+            "mean_n": dist.mean_n,
+            "std_n": dist.std_n,
+            "mean_n_all": dist.mean_n_all,
+        },
+        "centres": {
+            "k": result.centres.k,
+            "best_silhouette": result.centres.best_silhouette,
+        },
+        "consistency": result.consistency.summary(),
+        "descriptors": result.descriptors,
+        "warnings": result.warnings,
+    }
+    return _clean(doc)
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(doc, indent=1)
+
+
+def hops_csv(result) -> str:
+    """The hops as CSV text (one row per hop)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(HOP_COLUMNS)
+    for r in hop_records(result):
+        w.writerow([r[c] for c in HOP_COLUMNS])
+    return buf.getvalue()

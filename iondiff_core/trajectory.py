@@ -1,0 +1,181 @@
+"""The trajectory data model and periodic unwrapping (METHOD.md sections 0 and 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from iondiff_core.errors import InputError
+
+#: Default preference order for the mobile species (METHOD.md section 0).
+MOBILE_PREFERENCE = ("Li", "Na", "K", "Ag", "Cu", "F", "Cl", "Br", "I", "O", "H")
+
+
+@dataclass
+class Trajectory:
+    """An MD trajectory as read from disk.
+
+    Parameters
+    ----------
+    positions_frac : ndarray, shape (T, N, 3)
+        Fractional coordinates as stored (wrapped or not), float64.
+    cells : ndarray, shape (T, 3, 3)
+        Lattice vectors as rows, in Å, one cell per frame. A fixed cell is a
+        broadcast view of one (3, 3) matrix, so it costs no memory.
+    species : list of str, length N
+        Chemical symbol of every atom, in file order.
+    timestep_fs : float or None
+        Time between stored frames in fs (POTIM x NBLOCK for VASP).
+    temperature_K : float or None
+        Simulation temperature in K (TEBEG for VASP).
+    source : str
+        Where the trajectory came from (a path), for messages.
+    warnings : list of str
+        Problems recovered from while reading (e.g. a dropped truncated frame).
+    """
+
+    positions_frac: np.ndarray
+    cells: np.ndarray
+    species: list[str]
+    timestep_fs: float | None = None
+    temperature_K: float | None = None
+    source: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        pos = np.asarray(self.positions_frac)
+        if pos.ndim != 3 or pos.shape[2] != 3:
+            raise InputError(f"{self.source}: positions must have shape (frames, atoms, 3), got {pos.shape}")
+        cells = np.asarray(self.cells, dtype=float)
+        if cells.shape == (3, 3):
+            cells = np.broadcast_to(cells, (pos.shape[0], 3, 3))
+        if cells.shape != (pos.shape[0], 3, 3):
+            raise InputError(f"{self.source}: cells must have shape (frames, 3, 3), got {cells.shape}")
+        if len(self.species) != pos.shape[1]:
+            raise InputError(f"{self.source}: {len(self.species)} species labels for {pos.shape[1]} atoms")
+        self.positions_frac = pos
+        self.cells = cells
+
+    @property
+    def n_frames(self) -> int:
+        return self.positions_frac.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.positions_frac.shape[1]
+
+    @property
+    def symbols(self) -> list[str]:
+        """Distinct species in order of first appearance."""
+        return list(dict.fromkeys(self.species))
+
+    @property
+    def composition(self) -> dict[str, int]:
+        """Number of atoms of each species, in order of first appearance."""
+        return {s: self.species.count(s) for s in self.symbols}
+
+    @property
+    def variable_cell(self) -> bool:
+        return bool(self.cells.strides[0] != 0 and not np.allclose(self.cells, self.cells[0]))
+
+    @property
+    def volume_A3(self) -> float:
+        """Mean cell volume in Å^3."""
+        return float(np.mean(np.abs(np.linalg.det(self.cells[:: max(1, self.n_frames // 1000)]))))
+
+    def indices(self, symbol: str) -> np.ndarray:
+        """0-based file indices of the atoms of one species."""
+        if symbol not in self.symbols:
+            raise InputError(
+                f"{self.source}: species {symbol!r} is not in the file (it holds {', '.join(self.symbols)})"
+            )
+        return np.flatnonzero(np.asarray(self.species) == symbol)
+
+    def default_mobile_species(self) -> str:
+        """The first of Li, Na, K, Ag, Cu, F, Cl, Br, I, O, H present (METHOD.md section 0)."""
+        for s in MOBILE_PREFERENCE:
+            if s in self.symbols:
+                return s
+        raise InputError(
+            f"{self.source}: none of {', '.join(MOBILE_PREFERENCE)} is in the file "
+            f"(it holds {', '.join(self.symbols)}); choose the mobile species explicitly"
+        )
+
+    def mobile_species(self, species: str | None) -> str:
+        """Validate a requested mobile species, or pick the default one."""
+        if species is None:
+            return self.default_mobile_species()
+        self.indices(species)
+        return species
+
+    def time_ps(self) -> np.ndarray:
+        """Time of each frame in ps (requires ``timestep_fs``)."""
+        return np.arange(self.n_frames) * self.timestep_ps
+
+    @property
+    def timestep_ps(self) -> float:
+        if not self.timestep_fs or self.timestep_fs <= 0:
+            raise InputError(
+                f"{self.source}: the timestep is unknown; give it (fs per stored frame) "
+                "or put POTIM and NBLOCK in an INCAR beside the XDATCAR"
+            )
+        return self.timestep_fs * 1e-3
+
+
+def unwrap(traj: Trajectory, atoms: np.ndarray | None = None, remove_drift: bool = False) -> np.ndarray:
+    """Unwrapped Cartesian positions in Å (METHOD.md section 1).
+
+    Frame-to-frame fractional steps are folded into [-0.5, 0.5), converted with that
+    frame's cell and summed, so any cell shape and a variable cell are handled.
+
+    Parameters
+    ----------
+    traj : Trajectory
+    atoms : array of int, optional
+        File indices of the atoms to return; all atoms if None.
+    remove_drift : bool
+        Subtract the centre-of-mass drift of the framework (all atoms not in ``atoms``,
+        equal weights), so a thermostat's net translation does not count as diffusion.
+
+    Returns
+    -------
+    ndarray, shape (T, len(atoms), 3), float64, Å
+    """
+    sel = np.arange(traj.n_atoms) if atoms is None else np.asarray(atoms)
+    out = _unwrap_atoms(traj, sel)
+    if remove_drift:
+        frame = np.setdiff1d(np.arange(traj.n_atoms), sel)
+        if frame.size:
+            drift = _unwrap_atoms(traj, frame).mean(axis=1)
+            out -= (drift - drift[0])[:, None, :]
+    return out
+
+
+def _unwrap_atoms(traj: Trajectory, sel: np.ndarray) -> np.ndarray:
+    frac = traj.positions_frac[:, sel, :]
+    steps = np.diff(frac, axis=0)
+    steps -= np.floor(steps + 0.5)  # fold into [-0.5, 0.5)
+    out = np.empty(frac.shape, dtype=np.float64)
+    out[0] = frac[0] @ traj.cells[0]
+    # Step t -> t+1 converted with the cell of frame t+1 (the frame the step arrives at).
+    out[1:] = np.einsum("tnj,tjk->tnk", steps, traj.cells[1:], optimize=True)
+    np.cumsum(out, axis=0, out=out)
+    return out
+
+
+def minimum_image(vectors_A: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Shortest periodic images of Cartesian vectors (Å) in a (3, 3) cell.
+
+    Exact for any cell: the fractional rounding is followed by a search over the 27
+    neighbouring images, which matters for strongly skewed cells.
+    """
+    v = np.asarray(vectors_A, dtype=float)
+    inv = np.linalg.inv(cell)
+    frac = v @ inv
+    frac -= np.round(frac)
+    base = frac @ cell
+    shifts = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T @ cell
+    cand = base[..., None, :] + shifts
+    best = np.argmin(np.einsum("...kj,...kj->...k", cand, cand), axis=-1)
+    return np.take_along_axis(cand, best[..., None, None], axis=-2)[..., 0, :]

@@ -1,0 +1,726 @@
+"""Transport from an unwrapped trajectory: MSD, tracer and full D, Haven ratio,
+Nernst-Einstein conductivity, van Hove functions and Arrhenius fits (METHOD.md section 6;
+paper eqs 1-6 and section 5.2).
+
+Everything here is a pure function of numpy arrays. Units are in the names: Å, ps, K,
+eV, S/cm; diffusion coefficients are given both in Å^2/ps and cm^2/s
+(1 Å^2/ps = 1e-4 cm^2/s).
+
+Conventions
+-----------
+MSD (paper eq 3)
+    Time-origin averaged over every origin: ``MSD(m) = < |r(t0 + m dt) - r(t0)|^2 >``
+    over all ``T - m`` origins, computed with the FFT algorithm (O(T log T) per
+    coordinate; Calandrini et al. / nMOLDYN, the ``fft`` mode of MDAnalysis'
+    ``EinsteinMSD``). Lags run 0..floor(max_lag_fraction (T - 1)); the paper uses 1/2.
+Tracer and full (collective) MSD
+    ``tracer_A2`` is averaged over the N mobile ions. ``collective_A2`` is the MSD of
+    the summed displacement of all N ions divided by N, i.e. it includes the i-j cross
+    terms of eq 3 (paper ref 21); for uncorrelated ions its expectation equals the
+    tracer MSD, for ions that all move together it is N times the tracer MSD.
+Diffusion coefficient (eq 4)
+    Ordinary least squares of ``MSD = 2 dim D t + c`` over a window of lags given as
+    fractions of the longest lag (default 0.2..1.0; the paper fits the last 25 ps of
+    50 ps of lags, i.e. 0.5..1.0). The standard error is the OLS one, which ignores
+    the correlation between MSD points and so underestimates the true uncertainty.
+Conductivity
+    ``sigma = n q^2 D / (V k_B T)``; with the full D this is the correlated
+    conductivity, with the tracer D the Nernst-Einstein estimate (paper eq 1).
+van Hove (eqs 5-6)
+    ``self``: a probability density in r, ``sum(self[k]) * dr = 1`` minus the share of
+    displacements beyond ``r_max_A``. ``distinct``: normalised by the ideal-gas count,
+    so it tends to 1 at large r and equals g(r) at t = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft
+
+from iondiff_core.errors import InputError
+
+# --------------------------------------------------------------------------- constants
+#: Boltzmann constant in eV/K (CODATA 2018, exact in SI).
+KB_EV_PER_K = 8.617333262e-5
+#: Boltzmann constant in J/K (exact).
+KB_J_PER_K = 1.380649e-23
+#: Elementary charge in C (exact).
+E_CHARGE_C = 1.602176634e-19
+#: Length conversions.
+A_TO_M = 1e-10
+A_TO_CM = 1e-8
+A3_TO_M3 = 1e-30
+A3_TO_CM3 = 1e-24
+#: Time conversions.
+PS_TO_S = 1e-12
+FS_TO_PS = 1e-3
+#: Diffusion coefficient conversions: 1 Å^2/ps = 1e-4 cm^2/s = 1e-8 m^2/s.
+A2_PS_TO_CM2_S = A_TO_CM**2 / PS_TO_S
+A2_PS_TO_M2_S = A_TO_M**2 / PS_TO_S
+#: Conductivity conversion: 1 S/m = 0.01 S/cm.
+S_M_TO_S_CM = 1e-2
+#: 1 / ps = 1 THz.
+PER_PS_TO_THZ = 1.0
+
+# Elements per FFT block (bounds memory of the MSD to ~ 16 bytes x this).
+_FFT_BLOCK_ELEMENTS = 1 << 22
+# Elements per pair block in the distinct van Hove part.
+_PAIR_BLOCK_ELEMENTS = 1 << 22
+
+
+# --------------------------------------------------------------------------- MSD
+@dataclass
+class MSDResult:
+    """Time-origin averaged mean squared displacements (paper eq 3).
+
+    Attributes
+    ----------
+    lag_ps : ndarray, shape (L,)
+        Lag times in ps, ``arange(L) * timestep_ps`` (starts at 0).
+    tracer_A2 : ndarray, shape (L,)
+        MSD averaged over time origins and over the ions, Å^2.
+    collective_A2 : ndarray, shape (L,)
+        MSD of the summed displacement of all ions divided by ``n_ions``, Å^2
+        (full / collective MSD, including the i-j cross terms).
+    n_ions : int
+        Number of ions N.
+    n_frames : int
+        Number of frames T of the trajectory.
+    timestep_ps : float
+        Time between frames in ps.
+    """
+
+    lag_ps: np.ndarray
+    tracer_A2: np.ndarray
+    collective_A2: np.ndarray
+    n_ions: int
+    n_frames: int
+    timestep_ps: float
+
+    @property
+    def lag_frames(self) -> np.ndarray:
+        return np.arange(self.lag_ps.size)
+
+
+def _msd_sum_fft(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """Sum over columns of the origin-averaged MSD of each column of ``x`` (T, C).
+
+    ``MSD(m) = [S1(m) - 2 S2(m)] / (T - m)`` with
+    ``S1(m) = sum_{k<T-m} (x_k^2 + x_{k+m}^2)`` (prefix sums) and
+    ``S2(m) = sum_{k<T-m} x_k x_{k+m}`` (autocorrelation by zero-padded FFT).
+    """
+    T, C = x.shape
+    nfft = scipy.fft.next_fast_len(T + max_lag, real=True)
+    block = max(1, _FFT_BLOCK_ELEMENTS // nfft)
+    sq = np.zeros(T)
+    power = np.zeros(nfft // 2 + 1)
+    for c0 in range(0, C, block):  # loop over column blocks only (bounded memory)
+        xb = np.asarray(x[:, c0 : c0 + block], dtype=np.float64)
+        xb = xb - xb.mean(axis=0)  # MSD is shift invariant; centring limits round-off
+        sq += np.einsum("tc,tc->t", xb, xb)
+        f = scipy.fft.rfft(xb, n=nfft, axis=0)
+        power += (f.real**2 + f.imag**2).sum(axis=1)
+    acf = scipy.fft.irfft(power, n=nfft)[: max_lag + 1]
+    m = np.arange(max_lag + 1)
+    cs = np.concatenate([[0.0], np.cumsum(sq)])
+    s1 = cs[T - m] + (cs[T] - cs[m])
+    out = (s1 - 2.0 * acf) / (T - m)
+    out[0] = 0.0
+    return np.maximum(out, 0.0)
+
+
+def msd(positions_A: np.ndarray, timestep_ps: float, max_lag_fraction: float = 0.5) -> MSDResult:
+    """Tracer and collective MSD of unwrapped positions (paper eq 3), by FFT.
+
+    Parameters
+    ----------
+    positions_A : array, shape (T, N, 3)
+        Unwrapped Cartesian positions of the mobile ions in Å (see
+        :func:`iondiff_core.trajectory.unwrap`).
+    timestep_ps : float
+        Time between frames in ps.
+    max_lag_fraction : float
+        Longest lag as a fraction of the run: lags are 0..floor(max_lag_fraction (T-1))
+        frames (paper: 1/2).
+
+    Returns
+    -------
+    MSDResult
+
+    Notes
+    -----
+    Cost O(N T log T), memory bounded by column blocks. Every lag is averaged over
+    all ``T - m`` time origins, exactly as the O(T^2) double sum.
+    """
+    pos = np.asarray(positions_A)
+    if pos.ndim != 3 or pos.shape[2] != 3:
+        raise InputError(f"positions must have shape (frames, ions, 3), got {pos.shape}")
+    T, N, _ = pos.shape
+    if T < 2 or N < 1:
+        raise InputError(f"need at least 2 frames and 1 ion for an MSD, got {T} frames and {N} ions")
+    if not (timestep_ps > 0 and np.isfinite(timestep_ps)):
+        raise InputError(f"timestep must be a positive number of ps, got {timestep_ps}")
+    if not 0 < max_lag_fraction <= 1:
+        raise InputError(f"max_lag_fraction must be in (0, 1], got {max_lag_fraction}")
+    if not np.all(np.isfinite(pos)):
+        raise InputError("positions contain NaN or infinite values")
+    max_lag = max(1, int(np.floor(max_lag_fraction * (T - 1))))
+    tracer = _msd_sum_fft(pos.reshape(T, N * 3), max_lag) / N
+    total = pos.sum(axis=1, dtype=np.float64)  # (T, 3) summed position of all ions
+    collective = _msd_sum_fft(total, max_lag) / N
+    lag = np.arange(max_lag + 1) * float(timestep_ps)
+    return MSDResult(lag, tracer, collective, int(N), int(T), float(timestep_ps))
+
+
+# --------------------------------------------------------------------------- D
+@dataclass
+class DiffusionFit:
+    """Einstein-relation fit ``MSD = 2 dim D t + c`` (paper eq 4).
+
+    Attributes
+    ----------
+    D_A2_ps, D_err_A2_ps : float
+        Diffusion coefficient and its OLS standard error in Å^2/ps (nan if no fit).
+    D_cm2_s, D_err_cm2_s : float
+        The same in cm^2/s.
+    intercept_A2 : float
+        Fitted intercept c in Å^2 (vibrational / ballistic offset).
+    t_start_ps, t_end_ps : float
+        First and last lag actually used in the fit, ps.
+    r2 : float
+        Coefficient of determination of the fit.
+    n_points : int
+        Number of MSD points in the fit.
+    dim : int
+        Dimensionality used (D = slope / (2 dim)).
+    widened : bool
+        True if the requested window held fewer than 3 points and all lags > 0 were used.
+    reason : str
+        Why D is nan or why the window was widened; empty otherwise.
+    """
+
+    D_A2_ps: float
+    D_err_A2_ps: float
+    D_cm2_s: float
+    D_err_cm2_s: float
+    intercept_A2: float
+    t_start_ps: float
+    t_end_ps: float
+    r2: float
+    n_points: int
+    dim: int = 3
+    widened: bool = False
+    reason: str = ""
+
+    @property
+    def window_ps(self) -> tuple[float, float]:
+        """The fit window ``(t_start_ps, t_end_ps)``."""
+        return (self.t_start_ps, self.t_end_ps)
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.D_A2_ps))
+
+
+def _nan_fit(dim: int, reason: str, n: int = 0) -> DiffusionFit:
+    nan = float("nan")
+    return DiffusionFit(nan, nan, nan, nan, nan, nan, nan, nan, n, dim, False, reason)
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Slope, intercept, slope SE, intercept SE, r^2 of y = a x + b (SEs nan with 2 points)."""
+    n = x.size
+    xm, ym = x.mean(), y.mean()
+    dx, dy = x - xm, y - ym
+    sxx = float(dx @ dx)
+    slope = float(dx @ dy) / sxx
+    intercept = float(ym - slope * xm)
+    resid = y - (slope * x + intercept)
+    ssr = float(resid @ resid)
+    sst = float(dy @ dy)
+    r2 = 1.0 - ssr / sst if sst > 0 else float("nan")
+    if n > 2:
+        s2 = ssr / (n - 2)
+        se_slope = float(np.sqrt(s2 / sxx))
+        se_int = float(np.sqrt(s2 * (1.0 / n + xm**2 / sxx)))
+    else:
+        se_slope = se_int = float("nan")
+    return slope, intercept, se_slope, se_int, r2
+
+
+def fit_diffusion(
+    lag_ps: np.ndarray,
+    msd_A2: np.ndarray,
+    fit_start: float = 0.2,
+    fit_end: float = 1.0,
+    dim: int = 3,
+) -> DiffusionFit:
+    """Diffusion coefficient from a linear fit of the MSD (Einstein relation, eq 4).
+
+    Parameters
+    ----------
+    lag_ps : array, shape (L,)
+        Lag times in ps.
+    msd_A2 : array, shape (L,)
+        MSD in Å^2 (tracer or collective).
+    fit_start, fit_end : float
+        Fit window as fractions of the longest lag: lags with
+        ``fit_start * t_max <= t <= fit_end * t_max`` and ``t > 0`` are used.
+        The paper's choice is (0.5, 1.0).
+    dim : int
+        Dimensionality: ``MSD = 2 dim D t + c``.
+
+    Returns
+    -------
+    DiffusionFit
+        If the window holds fewer than 3 points, all lags > 0 are used
+        (``widened=True``); with fewer than 2 usable points D is nan and ``reason``
+        says why. Non-finite MSD points are ignored.
+    """
+    t = np.asarray(lag_ps, dtype=float).ravel()
+    y = np.asarray(msd_A2, dtype=float).ravel()
+    if t.shape != y.shape:
+        raise InputError(f"lag_ps and msd_A2 differ in length ({t.size} and {y.size})")
+    if not 0 <= fit_start < fit_end <= 1:
+        raise InputError(f"fit window must satisfy 0 <= fit_start < fit_end <= 1, got ({fit_start}, {fit_end})")
+    if dim not in (1, 2, 3):
+        raise InputError(f"dim must be 1, 2 or 3, got {dim}")
+    good = np.isfinite(t) & np.isfinite(y) & (t > 0)
+    if not good.any():
+        return _nan_fit(dim, "no MSD point with a lag > 0")
+    t_max = float(t[good].max())
+    sel = good & (t >= fit_start * t_max - 1e-12 * t_max) & (t <= fit_end * t_max + 1e-12 * t_max)
+    widened, reason = False, ""
+    if sel.sum() < 3:
+        sel = good
+        widened = True
+        reason = f"fit window {fit_start:g}-{fit_end:g} of the longest lag held fewer than 3 points; used all {int(sel.sum())} lags > 0"
+    if sel.sum() < 2:
+        return _nan_fit(dim, f"only {int(sel.sum())} MSD point with a lag > 0: the run is too short to fit D", int(sel.sum()))
+    slope, intercept, se, _, r2 = _ols(t[sel], y[sel])
+    D = slope / (2 * dim)
+    D_err = se / (2 * dim)
+    return DiffusionFit(
+        D_A2_ps=D,
+        D_err_A2_ps=D_err,
+        D_cm2_s=D * A2_PS_TO_CM2_S,
+        D_err_cm2_s=D_err * A2_PS_TO_CM2_S,
+        intercept_A2=intercept,
+        t_start_ps=float(t[sel].min()),
+        t_end_ps=float(t[sel].max()),
+        r2=r2,
+        n_points=int(sel.sum()),
+        dim=dim,
+        widened=widened,
+        reason=reason,
+    )
+
+
+def haven_ratio(D_tracer, D_collective):
+    """Haven ratio ``H_R = D_tracer / D_collective`` (nan-safe).
+
+    Parameters
+    ----------
+    D_tracer, D_collective : float or array
+        Diffusion coefficients in the same units.
+
+    Returns
+    -------
+    float or ndarray
+        nan where either value is not finite or ``D_collective <= 0``.
+    """
+    a = np.asarray(D_tracer, dtype=float)
+    b = np.asarray(D_collective, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b) & (b > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(ok, a / np.where(ok, b, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def dilute_limit_hop_frequency_THz(D_A2_ps, hop_length_A):
+    """Dilute-limit hopping frequency ``nu0 = 6 D / dr^2`` in THz (METHOD.md section 6, paper eq 2).
+
+    Parameters
+    ----------
+    D_A2_ps : float or array
+        Tracer diffusion coefficient in Å^2/ps.
+    hop_length_A : float or array
+        Mean hop length in Å.
+
+    Returns
+    -------
+    float or ndarray
+        nu0 in THz (1/ps); nan where the hop length is not positive or not finite.
+    """
+    d = np.asarray(D_A2_ps, dtype=float)
+    a = np.asarray(hop_length_A, dtype=float)
+    ok = np.isfinite(a) & (a > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(ok, 6.0 * d / np.where(ok, a, 1.0) ** 2, np.nan) * PER_PS_TO_THZ
+    return float(out) if out.ndim == 0 else out
+
+
+def nernst_einstein_conductivity(
+    D_A2_ps: float, n_ions: int, volume_A3: float, temperature_K: float, charge_e: float = 1.0
+) -> float:
+    """Ionic conductivity in S/cm from a diffusion coefficient (paper eq 1).
+
+    ``sigma = (n / V) (z e)^2 D / (k_B T)``, evaluated in SI:
+    ``n / V`` in m^-3 (V in Å^3 x 1e-30), ``z e`` in C, D in m^2/s (Å^2/ps x 1e-8),
+    ``k_B`` in J/K, giving S/m, then x 1e-2 for S/cm.
+
+    Parameters
+    ----------
+    D_A2_ps : float
+        Diffusion coefficient in Å^2/ps. With the tracer D this is the Nernst-Einstein
+        (uncorrelated) estimate; with the full (collective) D of :func:`msd`
+        (MSD of the summed displacement / N) it is the correlated conductivity of
+        the mobile species, since then ``N D_full = <|sum_i dr_i|^2> / (6 t)``.
+    n_ions : int
+        Number of mobile ions in the cell.
+    volume_A3 : float
+        Cell volume in Å^3.
+    temperature_K : float
+        Temperature in K.
+    charge_e : float
+        Ion charge z in units of e (Li+: 1).
+
+    Returns
+    -------
+    float
+        Conductivity in S/cm (nan if D is nan).
+    """
+    if not (n_ions >= 1):
+        raise InputError(f"n_ions must be at least 1, got {n_ions}")
+    if not (volume_A3 > 0 and np.isfinite(volume_A3)):
+        raise InputError(f"volume must be a positive number of Å^3, got {volume_A3}")
+    if not (temperature_K > 0 and np.isfinite(temperature_K)):
+        raise InputError(f"temperature must be a positive number of K, got {temperature_K}")
+    density_m3 = n_ions / (volume_A3 * A3_TO_M3)
+    q_C = charge_e * E_CHARGE_C
+    D_m2_s = float(D_A2_ps) * A2_PS_TO_M2_S
+    sigma_S_m = density_m3 * q_C**2 * D_m2_s / (KB_J_PER_K * temperature_K)
+    return float(sigma_S_m * S_M_TO_S_CM)
+
+
+# --------------------------------------------------------------------------- van Hove
+@dataclass
+class VanHove:
+    """Self and distinct van Hove functions of the mobile ions (paper eqs 5-6).
+
+    Attributes
+    ----------
+    r_A : ndarray, shape (n_bins,)
+        Bin centres in Å; bins are ``[k dr, (k+1) dr)`` from 0 to ``r_max_A``.
+    t_ps : ndarray, shape (n_t,)
+        Lag times in ps.
+    lags_frames : ndarray of int, shape (n_t,)
+        Lag times in frames.
+    self : ndarray, shape (n_t, n_bins)
+        G_s(r, t) as a probability density of the displacement length in 1/Å:
+        ``self[k].sum() * dr_A == 1 - self_beyond_r_max[k]``. At t = 0 it is a delta
+        in the first bin (``1 / dr_A``).
+    distinct : ndarray, shape (n_t, n_bins)
+        G_d(r, t): counts of minimum-image distances ``|r_i(t0 + t) - r_j(t0)|``,
+        i != j, divided by the ideal-gas count ``N_origins N (N - 1) / V * V_shell``
+        with the exact shell volume ``4/3 pi (r_hi^3 - r_lo^3)``. It tends to 1 at
+        large r and equals g(r) at t = 0. nan in bins reaching beyond half the
+        smallest cell width (where minimum-image distances are incomplete), and
+        everywhere if N < 2.
+    self_beyond_r_max : ndarray, shape (n_t,)
+        Share of self displacements longer than ``r_max_A``.
+    n_origins_self, n_origins_distinct : ndarray of int, shape (n_t,)
+        Time origins averaged for each lag.
+    dr_A, r_max_A : float
+        Bin width and range in Å.
+    n_ions : int
+        Number of mobile ions N.
+    """
+
+    r_A: np.ndarray
+    t_ps: np.ndarray
+    lags_frames: np.ndarray
+    self: np.ndarray
+    distinct: np.ndarray
+    self_beyond_r_max: np.ndarray
+    n_origins_self: np.ndarray
+    n_origins_distinct: np.ndarray
+    dr_A: float
+    r_max_A: float
+    n_ions: int
+
+
+def half_min_width_A(cell: np.ndarray) -> float:
+    """Half the smallest perpendicular width of a cell (rows are lattice vectors, Å).
+
+    Any distance shorter than this is found exactly by fractional rounding.
+    """
+    inv = np.linalg.inv(np.asarray(cell, dtype=float))
+    return float(0.5 / np.linalg.norm(inv, axis=0).max())
+
+
+def _origins(n_frames: int, lag: int, max_origins: int) -> np.ndarray:
+    last = n_frames - 1 - lag
+    k = min(max_origins, last + 1)
+    return np.unique(np.round(np.linspace(0, last, k)).astype(int))
+
+
+def van_hove(
+    positions_A: np.ndarray,
+    cells: np.ndarray,
+    timestep_ps: float,
+    lags_frames,
+    r_max_A: float | None = None,
+    n_bins: int = 100,
+    max_origins: int = 50,
+    max_origins_self: int = 1000,
+) -> VanHove:
+    """Self and distinct van Hove correlation functions (paper eqs 5-6).
+
+    Parameters
+    ----------
+    positions_A : array, shape (T, N, 3)
+        Unwrapped Cartesian positions of the mobile ions in Å.
+    cells : array, shape (3, 3) or (T, 3, 3)
+        Lattice vectors as rows, Å. For the distinct part, the pair vector
+        ``r_i(t0 + t) - r_j(t0)`` is reduced to its minimum image in the cell of frame
+        ``t0 + t`` by fractional rounding, which is exact for distances below half the
+        smallest cell width (any cell shape).
+    timestep_ps : float
+        Time between frames in ps.
+    lags_frames : sequence of int
+        Lag times in frames (0 <= lag < T).
+    r_max_A : float, optional
+        Histogram range in Å; default half the smallest perpendicular cell width
+        (the minimum-image radius). A larger range serves the self part; the distinct
+        part is nan beyond the minimum-image radius.
+    n_bins : int
+        Number of r bins.
+    max_origins : int
+        At most this many evenly spaced time origins per lag for the distinct part
+        (cost O(max_origins N^2) per lag).
+    max_origins_self : int
+        At most this many evenly spaced time origins per lag for the self part
+        (cost O(max_origins_self N) per lag).
+
+    Returns
+    -------
+    VanHove
+    """
+    pos = np.asarray(positions_A, dtype=float)
+    if pos.ndim != 3 or pos.shape[2] != 3:
+        raise InputError(f"positions must have shape (frames, ions, 3), got {pos.shape}")
+    T, N, _ = pos.shape
+    cells = np.asarray(cells, dtype=float)
+    if cells.shape == (3, 3):
+        cells = np.broadcast_to(cells, (T, 3, 3))
+    if cells.shape != (T, 3, 3):
+        raise InputError(f"cells must have shape (3, 3) or ({T}, 3, 3), got {cells.shape}")
+    if not (timestep_ps > 0):
+        raise InputError(f"timestep must be a positive number of ps, got {timestep_ps}")
+    lags = np.atleast_1d(np.asarray(lags_frames)).astype(int)
+    if lags.size == 0 or lags.min() < 0 or lags.max() >= T:
+        raise InputError(f"lags must lie in 0..{T - 1} frames, got {lags.tolist()}")
+    if n_bins < 1 or max_origins < 1 or max_origins_self < 1:
+        raise InputError("n_bins, max_origins and max_origins_self must be positive")
+    fixed = cells.strides[0] == 0 or bool(np.allclose(cells, cells[0]))
+    sample = cells[:1] if fixed else cells[:: max(1, T // 1000)]
+    r_mi = min(half_min_width_A(c) for c in sample)  # minimum-image radius
+    if r_max_A is None:
+        r_max_A = r_mi
+    if not (r_max_A > 0):
+        raise InputError(f"r_max must be positive, got {r_max_A}")
+    dr = r_max_A / n_bins
+    edges = np.arange(n_bins + 1) * dr
+    r_c = 0.5 * (edges[1:] + edges[:-1])
+    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    valid_r = edges[1:] <= r_mi * (1 + 1e-12)
+
+    G_s = np.zeros((lags.size, n_bins))
+    G_d = np.full((lags.size, n_bins), np.nan)
+    beyond = np.zeros(lags.size)
+    n_self = np.zeros(lags.size, dtype=int)
+    n_dist = np.zeros(lags.size, dtype=int)
+    inv0 = np.linalg.inv(cells[0])
+    offdiag = ~np.eye(N, dtype=bool)
+
+    def hist(r):
+        k = np.floor(r / dr).astype(np.int64)
+        inside = k < n_bins
+        return np.bincount(k[inside], minlength=n_bins)[:n_bins].astype(float), int((~inside).sum())
+
+    for li, lag in enumerate(lags):  # loop over the requested lags only (a handful)
+        # ---- self part: all ions, up to max_origins_self origins
+        t0 = _origins(T, lag, max_origins_self)
+        d = pos[t0 + lag] - pos[t0]
+        r = np.sqrt(np.einsum("onk,onk->on", d, d)).ravel()
+        counts, n_out = hist(r)
+        G_s[li] = counts / (r.size * dr)
+        beyond[li] = n_out / r.size
+        n_self[li] = t0.size
+        # ---- distinct part: pairs i != j, up to max_origins origins
+        if N < 2:
+            continue
+        t0 = _origins(T, lag, max_origins)
+        n_dist[li] = t0.size
+        acc = np.zeros(n_bins)
+        block = max(1, _PAIR_BLOCK_ELEMENTS // (3 * N * N))
+        vol = 0.0
+        for b0 in range(0, t0.size, block):  # bounded-memory blocks of origins
+            tb = t0[b0 : b0 + block]
+            a = pos[tb + lag]  # (b, N, 3) ions i at t0 + t
+            c = pos[tb]  # (b, N, 3) ions j at t0
+            v = a[:, :, None, :] - c[:, None, :, :]  # (b, N, N, 3)
+            if fixed:
+                f = v @ inv0
+                f -= np.round(f)
+                v = f @ cells[0]
+                vol += tb.size * abs(np.linalg.det(cells[0]))
+            else:
+                cb = cells[tb + lag]
+                f = v @ np.linalg.inv(cb)[:, None]
+                f -= np.round(f)
+                v = f @ cb[:, None]
+                vol += float(np.abs(np.linalg.det(cb)).sum())
+            r = np.sqrt(np.einsum("bijk,bijk->bij", v, v))[:, offdiag]
+            acc += hist(r.ravel())[0]
+        volume = vol / t0.size
+        ideal = t0.size * N * (N - 1) / volume * shell
+        G_d[li] = np.where(valid_r, acc / ideal, np.nan)
+    return VanHove(
+        r_A=r_c,
+        t_ps=lags * float(timestep_ps),
+        lags_frames=lags,
+        self=G_s,
+        distinct=G_d,
+        self_beyond_r_max=beyond,
+        n_origins_self=n_self,
+        n_origins_distinct=n_dist,
+        dr_A=float(dr),
+        r_max_A=float(r_max_A),
+        n_ions=int(N),
+    )
+
+
+# --------------------------------------------------------------------------- Arrhenius
+@dataclass
+class ArrheniusFit:
+    """Fit of ``ln D = ln D0 - Ea / (k_B T)`` (paper eq 2).
+
+    Attributes
+    ----------
+    Ea_eV, Ea_err_eV : float
+        Activation energy and its standard error in eV.
+    D0, D0_err : float
+        Prefactor in the units of the D given, and its standard error (propagated
+        from ln D0: ``D0 * se(ln D0)``).
+    ln_D0, ln_D0_err : float
+        Natural log of the prefactor and its standard error.
+    r2 : float
+        Coefficient of determination of the fit in (1/(k_B T), ln D).
+    n_points : int
+        Points used (finite, positive D and T).
+    n_temperatures : int
+        Distinct temperatures among them.
+    weighted : bool
+        True if errors of D were given and used as weights.
+    reason : str
+        Why the fit is nan, or which points were dropped; empty otherwise.
+    """
+
+    Ea_eV: float
+    Ea_err_eV: float
+    D0: float
+    D0_err: float
+    ln_D0: float
+    ln_D0_err: float
+    r2: float
+    n_points: int
+    n_temperatures: int
+    weighted: bool = False
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.Ea_eV))
+
+    def predict(self, temperature_K):
+        """D at the given temperatures from the fit (units of the D given)."""
+        T = np.asarray(temperature_K, dtype=float)
+        return np.exp(self.ln_D0 - self.Ea_eV / (KB_EV_PER_K * T))
+
+
+def arrhenius(temperatures_K, D, D_err=None) -> ArrheniusFit:
+    """Arrhenius fit ``D = D0 exp(-Ea / (k_B T))`` by least squares on ln D.
+
+    Parameters
+    ----------
+    temperatures_K : array, shape (M,)
+        Temperatures in K (repeats allowed, e.g. several runs at one T).
+    D : array, shape (M,)
+        Diffusion coefficients (any one unit; D0 comes back in it).
+    D_err : array, shape (M,), optional
+        Standard errors of D. If given, each point is weighted by
+        ``1 / se(ln D)^2 = (D / D_err)^2`` and the parameter errors are the absolute
+        (weights-as-variances) ones; otherwise ordinary least squares with errors
+        from the residuals (nan with only 2 points).
+
+    Returns
+    -------
+    ArrheniusFit
+        nan with a ``reason`` if fewer than 2 distinct temperatures remain after
+        dropping non-finite or non-positive D and T (and, when weighted, non-finite
+        or non-positive D_err).
+    """
+    T = np.asarray(temperatures_K, dtype=float).ravel()
+    y = np.asarray(D, dtype=float).ravel()
+    if T.shape != y.shape:
+        raise InputError(f"temperatures and D differ in length ({T.size} and {y.size})")
+    good = np.isfinite(T) & (T > 0) & np.isfinite(y) & (y > 0)
+    w = None
+    if D_err is not None:
+        e = np.asarray(D_err, dtype=float).ravel()
+        if e.shape != y.shape:
+            raise InputError(f"D_err and D differ in length ({e.size} and {y.size})")
+        good &= np.isfinite(e) & (e > 0)
+    dropped = int((~good).sum())
+    reason = f"{dropped} point(s) with non-finite or non-positive values dropped" if dropped else ""
+    T, y = T[good], y[good]
+    n_T = int(np.unique(T).size)
+    nan = float("nan")
+    if n_T < 2:
+        why = f"needs at least 2 distinct temperatures, got {n_T}"
+        return ArrheniusFit(nan, nan, nan, nan, nan, nan, nan, int(T.size), n_T, D_err is not None,
+                            why + (f"; {reason}" if reason else ""))
+    x = 1.0 / (KB_EV_PER_K * T)  # 1/eV
+    ly = np.log(y)
+    if D_err is None:
+        slope, intercept, se_s, se_i, r2 = _ols(x, ly)
+    else:
+        sig = e[good] / y  # se of ln D
+        w = 1.0 / sig**2
+        A = np.column_stack([x, np.ones_like(x)])
+        Aw = A * np.sqrt(w)[:, None]
+        cov = np.linalg.inv(Aw.T @ Aw)
+        slope, intercept = cov @ (A.T @ (w * ly))
+        se_s, se_i = np.sqrt(np.diag(cov))
+        fit = A @ np.array([slope, intercept])
+        ym = np.average(ly, weights=w)
+        sst = float(np.sum(w * (ly - ym) ** 2))
+        r2 = 1.0 - float(np.sum(w * (ly - fit) ** 2)) / sst if sst > 0 else nan
+    D0 = float(np.exp(intercept))
+    return ArrheniusFit(
+        Ea_eV=float(-slope),
+        Ea_err_eV=float(se_s),
+        D0=D0,
+        D0_err=float(D0 * se_i),
+        ln_D0=float(intercept),
+        ln_D0_err=float(se_i),
+        r2=float(r2),
+        n_points=int(T.size),
+        n_temperatures=n_T,
+        weighted=D_err is not None,
+        reason=reason,
+    )
