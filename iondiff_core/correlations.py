@@ -177,7 +177,8 @@ def random_reference(
         pick = rng.choice(h, sub, replace=False) if sub < h else np.arange(h)
         c = x[pick][:, pick].toarray() / n_frames * np.outer(inv[pick], inv[pick]) - np.outer(z[pick], z[pick])
         off = c[~np.eye(sub, dtype=bool)]
-        hist += np.histogram(np.clip(off, -1, 1), bins=_HIST_EDGES)[0]
+        bins = ((np.clip(off, -1, 1) + 1.0) * (0.5 * (len(_HIST_EDGES) - 1))).astype(np.int64)
+        hist += np.bincount(np.minimum(bins, len(hist) - 1), minlength=len(hist))
     return Reference(total / count, hist, repetitions)
 
 

@@ -87,28 +87,27 @@ class HopAnalysis:
     radius_A: list[np.ndarray]  # per ion, the vibration radius of each centre (Å)
 
 
-def vibration_radii(x: np.ndarray, centres: np.ndarray, r_vib_A: float, rule: str, quantile: float) -> np.ndarray:
+def vibration_radii(dist: np.ndarray, near: np.ndarray, centres: np.ndarray, r_vib_A: float, rule: str, quantile: float) -> np.ndarray:
     """Vibration radius (Å) of each centre of one ion.
 
     ``rule="paper"``: r_vib for every centre. ``rule="cloud"``: the larger of r_vib
     and the ``quantile`` of the distances of the frames nearest to that centre (its
     thermal cloud), capped at 45 % of the distance to the nearest other centre so a
     transit between two centres always has room.
+
+    Parameters
+    ----------
+    dist, near : ndarray (T,)
+        Each frame's distance (Å) to its nearest centre, and that centre's index.
     """
     k = len(centres)
     radius = np.full(k, float(r_vib_A))
     if rule == "paper":
         return radius
-    d2 = _sqdist(x, centres)
-    near = np.argmin(d2, axis=1)
-    dist = np.sqrt(d2[np.arange(len(x)), near])
-    order = np.lexsort((dist, near))
-    counts = np.bincount(near, minlength=k)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
     for c in range(k):
-        if counts[c]:
-            q_idx = offsets[c] + min(counts[c] - 1, int(quantile * counts[c]))
-            radius[c] = max(radius[c], dist[order[q_idx]])
+        dc = dist[near == c]
+        if dc.size:
+            radius[c] = max(radius[c], float(np.quantile(dc, quantile, method="lower")))
     if k > 1:
         cc = np.sqrt(_sqdist(centres, centres))
         np.fill_diagonal(cc, np.inf)
@@ -137,13 +136,14 @@ def find_hops(positions_A: np.ndarray, centres: Centres, r_vib_A: float = 0.5, r
     fcols = {f.name: [] for f in fields(FailedAttempts)}
     radii = []
     for i in range(n_ions):
-        x = positions_A[:, i, :]
+        x = np.ascontiguousarray(positions_A[:, i, :])
         mu = centres.centres[i]
-        radius = vibration_radii(x, mu, r_vib_A, rule, quantile)
-        radii.append(radius)
         d2 = _sqdist(x, mu)
         near = np.argmin(d2, axis=1)
-        vib = d2[np.arange(n_frames), near] < radius[near] ** 2
+        dist = np.sqrt(d2[np.arange(n_frames), near])
+        radius = vibration_radii(dist, near, mu, r_vib_A, rule, quantile)
+        radii.append(radius)
+        vib = dist < radius[near]
         state[vib, i] = near[vib]
         vf = np.flatnonzero(vib)
         if vf.size == 0:

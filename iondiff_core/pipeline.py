@@ -208,12 +208,27 @@ class ReferenceCache:
 _REFERENCES = ReferenceCache()
 
 
-def cheap_stages(prep: Prepared, clustering: centres_mod.Clustering, transport_result: TransportResult | None, params: Parameters, progress: Progress | None = None) -> Result:
-    """Everything after the clustering: fast enough to rerun on every slider move."""
+def hop_stage(prep: Prepared, clustering: centres_mod.Clustering, params: Parameters):
+    """Centres at the silhouette threshold, then hops at r_vib."""
+    cen = centres_mod.select(clustering, prep.positions_A, params.silhouette_threshold, 2 * params.r_vib_A)
+    return cen, hops_mod.find_hops(prep.positions_A, cen, params.r_vib_A, params.hop_rule, params.cloud_quantile)
+
+
+def cheap_stages(
+    prep: Prepared,
+    clustering: centres_mod.Clustering,
+    transport_result: TransportResult | None,
+    params: Parameters,
+    progress: Progress | None = None,
+    hop_result=None,
+) -> Result:
+    """Everything after the clustering: fast enough to rerun on every slider move.
+
+    ``hop_result``: the (centres, hops) of :func:`hop_stage` for these parameters, if known.
+    """
     _report(progress, "hops", 0.0, "hops and correlations")
     traj = prep.trajectory
-    cen = centres_mod.select(clustering, prep.positions_A, params.silhouette_threshold, 2 * params.r_vib_A)
-    ha = hops_mod.find_hops(prep.positions_A, cen, params.r_vib_A, params.hop_rule, params.cloud_quantile)
+    cen, ha = hop_result or hop_stage(prep, clustering, params)
     hops = ha.hops
     t = traj.n_frames
     sig = correlations.event_sigmas(hops, params.width_factor)
@@ -263,6 +278,7 @@ class Session:
         self.clustering = clustering
         self.transport = transport_result
         self.params = params
+        self._hops: dict[tuple, tuple] = {}
 
     @classmethod
     def open(cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None) -> "Session":
@@ -300,4 +316,9 @@ class Session:
                 transport.fit_diffusion(m.lag_ps, m.collective_A2, params.msd_fit_start, params.msd_fit_end),
                 tr.van_hove,
             )
-        return cheap_stages(self.prep, self.clustering, tr, params, progress)
+        key = (params.silhouette_threshold, params.r_vib_A, params.hop_rule, params.cloud_quantile)
+        if key not in self._hops:
+            if len(self._hops) >= 16:
+                self._hops.pop(next(iter(self._hops)))
+            self._hops[key] = hop_stage(self.prep, self.clustering, params)
+        return cheap_stages(self.prep, self.clustering, tr, params, progress, self._hops[key])
