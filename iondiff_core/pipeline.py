@@ -246,6 +246,14 @@ def cheap_stages(
             f"{unresolved} of {len(hops)} hops took less than one frame ({traj.timestep_fs or '?'} fs): "
             "the sampling is too coarse to time them; their duration is set to one frame"
         )
+    sizes = corr.sizes
+    if len(hops) >= 20 and sizes.max(initial=0) > 0.5 * len(hops):
+        per_frame = hops.duration_frames.sum() / t
+        warns.append(
+            f"one concerted group holds {sizes.max()} of {len(hops)} hops: transits overlap so densely "
+            f"({per_frame:.1f} ions in transit per frame on average) that time correlation alone links "
+            "almost everything; n is not meaningful at this sampling (use finer frames or a higher reference level)"
+        )
     if len(hops) > correlations.DENSE_LIMIT:
         warns.append(f"{len(hops)} hops: the full correlation matrix is not formed; only overlapping pairs are tested")
     _report(progress, "hops", 1.0, "done")
