@@ -20,9 +20,6 @@ from pathlib import Path
 from iondiff_core.errors import InputError
 from iondiff_core.parameters import Parameters
 
-_SKIP = {"extra"}
-
-
 def _parse_level(text: str):
     return text if text == "mean" else float(text)
 
@@ -35,8 +32,6 @@ def add_parameter_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Parameters field, with its default and docstring-derived type."""
     g = parser.add_argument_group("method parameters (METHOD.md)")
     for f in dataclasses.fields(Parameters):
-        if f.name in _SKIP:
-            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         if f.name == "reference_level":
@@ -45,8 +40,10 @@ def add_parameter_flags(parser: argparse.ArgumentParser) -> None:
             g.add_argument(flag, type=_parse_optional_int, default=None, help="largest K, or 'auto' (default: auto)")
         elif f.name == "ion_charge":
             g.add_argument(flag, type=float, default=None, help="mobile ion charge in e (default: from the species)")
-        elif f.name in ("species",):
+        elif f.name == "species":
             continue  # given as --species with the input options
+        elif f.name == "reference_structure":
+            g.add_argument(flag, default=None, help="structure file of the reference lattice (default: first frame)")
         elif isinstance(default, bool):
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
         else:
@@ -56,8 +53,6 @@ def add_parameter_flags(parser: argparse.ArgumentParser) -> None:
 def parameters_from_args(args) -> Parameters:
     values = {}
     for f in dataclasses.fields(Parameters):
-        if f.name in _SKIP:
-            continue
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v

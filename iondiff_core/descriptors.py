@@ -387,8 +387,11 @@ def residence_times_frames(hops, metastable: list[np.ndarray]) -> np.ndarray:
     return stay[meta & (stay > 0)].astype(float)
 
 
-def simulation_descriptors(prep, centres, hop_analysis, transport_result, params) -> dict:
-    """Descriptors of one simulation (METHOD.md section 6), named with their units."""
+def simulation_descriptors(prep, centres, hop_analysis, transport_result, params, metastable: list[np.ndarray]) -> dict:
+    """Descriptors of one simulation (METHOD.md section 6), named with their units.
+
+    ``metastable``: per ion, a bool per centre (:func:`metastable_centres`).
+    """
     traj = prep.trajectory
     hops = hop_analysis.hops
     n_ions = len(prep.atoms)
@@ -397,7 +400,7 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
     closed = ~hops.open_ended
     lengths = hops.length_A[closed]
     durations = hops.duration_frames[closed] * dt_ps
-    meta = metastable_centres(prep, centres, params.metastable_distance_A, params.extra.get("reference_structure"))
+    meta = metastable
     stays = residence_times_frames(hops, meta) * dt_ps
 
     def stats(x, name, unit):

@@ -8,7 +8,7 @@ and the *cheap* ones (silhouette threshold, r_vib, reference level, width factor
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from iondiff_core.errors import InputError
 
@@ -77,6 +77,9 @@ class Parameters:
         Distance in Å for the n = 2 mechanisms (vacancy following, knock-out).
     metastable_distance_A : float
         A centre farther than this (Å) from every reference-lattice site is metastable.
+    reference_structure : str or None
+        Structure file (POSCAR, CIF...) whose sites of the mobile species form the
+        reference lattice; None uses the mobile ions' first-frame positions.
     msd_fit_start, msd_fit_end : float
         Fit window of the MSD, as fractions of the longest lag (which is half the run).
     ion_charge : float
@@ -106,12 +109,12 @@ class Parameters:
     n_max: int = 20
     mechanism_distance_A: float = 1.0
     metastable_distance_A: float = 1.0
+    reference_structure: str | None = None
     msd_fit_start: float = 0.2
     msd_fit_end: float = 1.0
     ion_charge: float | None = None
     seed: int = 0
     remove_drift: bool = False
-    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         checks = [
@@ -148,13 +151,11 @@ class Parameters:
         return {k: getattr(self, k) for k in CLUSTERING_FIELDS}
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("extra")
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Parameters":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise InputError(f"unknown parameter(s): {', '.join(sorted(unknown))}")

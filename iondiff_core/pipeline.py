@@ -174,6 +174,7 @@ class Result:
     consistency: consistency.Consistency
     transport: TransportResult | None
     descriptors: dict
+    metastable: list[np.ndarray]  # per ion, True for each centre off the reference lattice
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -238,7 +239,8 @@ def cheap_stages(
     mech = correlations.classify_pairs(hops, corr, traj.cells[0], params.mechanism_distance_A)
     dist = distribution.n_distribution(corr.sizes, params.n_max)
     cons = consistency.check(prep.positions_A, hops)
-    desc = descriptors.simulation_descriptors(prep, cen, ha, transport_result, params)
+    meta = descriptors.metastable_centres(prep, cen, params.metastable_distance_A, params.reference_structure)
+    desc = descriptors.simulation_descriptors(prep, cen, ha, transport_result, params, meta)
     warns = list(traj.warnings)
     unresolved = int(np.sum(~hops.resolved))
     if unresolved:
@@ -257,7 +259,7 @@ def cheap_stages(
     if len(hops) > correlations.DENSE_LIMIT:
         warns.append(f"{len(hops)} hops: the full correlation matrix is not formed; only overlapping pairs are tested")
     _report(progress, "hops", 1.0, "done")
-    return Result(params, prep, cen, ha, level, corr, mech, dist, cons, transport_result, desc, warns)
+    return Result(params, prep, cen, ha, level, corr, mech, dist, cons, transport_result, desc, meta, warns)
 
 
 def analyze(

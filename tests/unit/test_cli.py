@@ -1,0 +1,104 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from iondiff_core.cli import main, material_of
+from iondiff_core.io import write_xdatcar
+from iondiff_core.synthetic import make_synthetic, match_hops
+
+
+def write_run(folder, syn, potim=2.0, nblock=5, tebeg=600):
+    folder.mkdir(parents=True, exist_ok=True)
+    write_xdatcar(syn.trajectory, folder / "XDATCAR.gz")
+    (folder / "INCAR").write_text(f"POTIM = {potim}\nNBLOCK = {nblock}\nTEBEG = {tebeg}\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    syn = make_synthetic(n_frames=2500, n_mobile=12, chain_sizes=(1, 2, 3, 1), seed=4)
+    return write_run(tmp_path_factory.mktemp("sim") / "LiX_600K", syn), syn
+
+
+def test_analyze_writes_the_json_contract(run_folder, tmp_path, capsys):
+    folder, syn = run_folder
+    out = tmp_path / "r.json"
+    assert main(["analyze", str(folder), "--species", "Li", "--out", str(out), "-q", "--hops-csv", str(tmp_path / "h.csv")]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["input"]["frames"] == 2500 and doc["input"]["timestep_fs"] == 10.0 and doc["input"]["temperature_K"] == 600
+    assert doc["input"]["mobile_species"] == "Li" and doc["input"]["species"] == {"Li": 12, "S": 8}
+    hops = doc["hops"]
+    for key in ("ion", "atom", "start", "end", "length_A", "duration_ps", "open_ended"):
+        assert all(key in h for h in hops)
+    pairs = match_hops([h["ion"] for h in hops], [h["start"] for h in hops], [h["end"] for h in hops], syn.hops)
+    assert len(pairs) == len(syn.hops) == len(hops)
+    assert sorted(g["n"] for g in doc["groups"]) == sorted(len(g) for g in syn.groups)
+    assert all(set(g) >= {"hops", "ions", "n"} for g in doc["groups"])
+    assert set(doc["pdf"]) >= {"n", "p", "A", "A_err", "b", "b_err"}
+    assert doc["parameters"]["r_vib_A"] == 0.5 and doc["parameters"]["silhouette_threshold"] == 0.7
+    assert doc["descriptors"]["D_tracer_cm2_s"] > 0
+    rows = list(csv.DictReader(open(tmp_path / "h.csv")))
+    assert len(rows) == len(hops)
+
+
+def test_parameter_flags_reach_the_analysis(run_folder, tmp_path):
+    folder, _ = run_folder
+    out = tmp_path / "r.json"
+    assert main(["analyze", str(folder), "--out", str(out), "-q", "--r-vib-A", "0.7", "--reference-level", "0.9", "--k-max", "5", "--silhouette", "euclidean"]) == 0
+    p = json.loads(out.read_text())["parameters"]
+    assert p["r_vib_A"] == 0.7 and p["reference_level"] == 0.9 and p["k_max"] == 5 and p["silhouette"] == "euclidean"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["analyze", "/nonexistent/folder"], "nonexistent"),
+        (["analyze", "{folder}", "--species", "K"], "species 'K' is not in the file"),
+        (["analyze", "{folder}", "--r-vib-A", "-1"], "r_vib_A must be > 0"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(run_folder, capsys, args, message):
+    folder, _ = run_folder
+    code = main([a.format(folder=folder) for a in args] + ["-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_junk_file_is_a_clear_error(tmp_path, capsys):
+    junk = tmp_path / "XDATCAR"
+    junk.write_bytes(bytes(range(256)) * 40)
+    assert main(["analyze", str(tmp_path), "-q"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "iondiff_core", "analyze", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--silhouette-threshold" in r.stdout and "--r-vib-A" in r.stdout
+
+
+def test_material_names():
+    assert material_of("Li6PS5Cl_500K_50p_run1") == "Li6PS5Cl_50p"
+    assert material_of("LGPS_600K") == "LGPS"
+    assert material_of("sims/LLZO-800K") == "sims/LLZO"
+
+
+def test_batch_writes_json_summary_spearman_and_arrhenius(tmp_path):
+    root = tmp_path / "sims"
+    for k, temp in enumerate((500, 600, 700, 800)):
+        syn = make_synthetic(n_frames=1500, n_mobile=10, chain_sizes=(1, 2) + (1,) * k, seed=k, vib_A=0.08 + 0.01 * k)
+        write_run(root / f"LiX_{temp}K", syn, tebeg=temp)
+    (root / "broken").mkdir()
+    (root / "broken" / "XDATCAR").write_text("not an xdatcar\n")
+    out = tmp_path / "out"
+    code = main(["batch", str(root), "--out-dir", str(out), "--jobs", "2", "-q"])
+    assert code == 1  # one simulation failed, the others are analysed
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert len(rows) == 5 and sum(1 for r in rows if r["error"]) == 1
+    assert len(list(out.glob("LiX_*.json"))) == 4
+    cross = json.loads((out / "cross_simulation.json").read_text())
+    assert cross["analysed"] == 4
+    assert "D_tracer_cm2_s" in cross["spearman"]["names"]
+    assert cross["arrhenius"]["LiX"]["n_temperatures"] == 4
