@@ -28,6 +28,12 @@ def _parse_optional_int(text: str):
     return None if text.lower() in ("none", "auto") else int(text)
 
 
+def _annotated_type(annotation) -> type:
+    """The scalar type of an optional field ("float | None" -> float)."""
+    text = str(annotation)
+    return next((t for t in (float, int, str) if t.__name__ in text), str)
+
+
 def add_parameter_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Parameters field, with its default and docstring-derived type."""
     g = parser.add_argument_group("method parameters (METHOD.md)")
@@ -47,7 +53,8 @@ def add_parameter_flags(parser: argparse.ArgumentParser) -> None:
         elif isinstance(default, bool):
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
         else:
-            g.add_argument(flag, type=type(default), default=None, help=f"(default {default})")
+            kind = type(default) if default is not None else _annotated_type(f.type)
+            g.add_argument(flag, type=kind, default=None, help=f"(default {default})")
 
 
 def parameters_from_args(args) -> Parameters:

@@ -182,8 +182,19 @@ def random_reference(
     return Reference(total / count, hist, repetitions)
 
 
-def correlate(hops: Hops, n_frames: int, level: float, width_factor: float = 1.0) -> Correlations:
-    """Correlation matrix, concerted pairs (C > level) and their connected components."""
+def correlate(
+    hops: Hops,
+    n_frames: int,
+    level: float,
+    width_factor: float = 1.0,
+    cell: np.ndarray | None = None,
+    pair_distance_A: float | None = None,
+) -> Correlations:
+    """Correlation matrix, concerted pairs (C > level) and their connected components.
+
+    With ``pair_distance_A`` (and the ``cell``), a correlated pair must also come within
+    that distance in space (see :func:`close_pairs`).
+    """
     h = len(hops)
     if h == 0:
         z = np.zeros(0, int)
@@ -203,8 +214,19 @@ def correlate(hops: Hops, n_frames: int, level: float, width_factor: float = 1.0
         vals = x.data / n_frames / (s.std[x.row] * s.std[x.col]) - z[x.row] * z[x.col]
         mask = vals > level
         edges = np.stack([x.row[mask], x.col[mask]], axis=1)
+    if pair_distance_A is not None and len(edges):
+        edges = edges[close_pairs(hops, edges, cell, pair_distance_A)]
     group_of, order = _components(edges, hops)
     return Correlations(c, level, edges, group_of, order)
+
+
+def close_pairs(hops: Hops, pairs: np.ndarray, cell: np.ndarray, distance_A: float) -> np.ndarray:
+    """True for the pairs (h, k) whose start or end centres lie within ``distance_A``
+    of one another (any of the four combinations, minimum image)."""
+    ends = np.stack([hops.origin_A, hops.target_A], axis=1)  # (H, 2, 3)
+    a, b = ends[pairs[:, 0]], ends[pairs[:, 1]]
+    d = np.linalg.norm(minimum_image(a[:, :, None, :] - b[:, None, :, :], cell), axis=-1)
+    return d.reshape(len(pairs), -1).min(axis=1) < distance_A
 
 
 def _components(edges: np.ndarray, hops: Hops) -> tuple[np.ndarray, np.ndarray]:

@@ -71,6 +71,11 @@ class Parameters:
         duration for all (the paper).
     width_factor : float
         Multiplies every event's Gaussian FWHM (1 = the hop's duration) (slider).
+    pair_distance_A : float or None
+        If set, a correlated pair is concerted only when the two hops come within this
+        distance (Å, minimum image, between their start and end centres). None = the
+        paper's purely temporal criterion. Useful when transits are so dense in time
+        that the temporal groups percolate.
     n_max : int
         Largest n in the distribution of concerted hops (slider).
     mechanism_distance_A : float
@@ -106,6 +111,7 @@ class Parameters:
     n_random: int = 100
     random_width: str = "own"
     width_factor: float = 1.0
+    pair_distance_A: float | None = None
     n_max: int = 20
     mechanism_distance_A: float = 1.0
     metastable_distance_A: float = 1.0
@@ -137,6 +143,7 @@ class Parameters:
             (self.random_width in ("own", "mean"), "random_width must be 'own' or 'mean'"),
             (self.width_factor > 0, "width_factor must be > 0"),
             (self.n_max >= 2, "n_max must be at least 2"),
+            (self.pair_distance_A is None or self.pair_distance_A > 0, "pair_distance_A must be > 0 Å or None"),
             (0 <= self.msd_fit_start < self.msd_fit_end <= 1, "need 0 <= msd_fit_start < msd_fit_end <= 1"),
         ]
         for ok, message in checks:

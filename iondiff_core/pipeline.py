@@ -235,7 +235,7 @@ def cheap_stages(
     sig = correlations.event_sigmas(hops, params.width_factor)
     ref = _REFERENCES.get(sig, t, params)
     level = ref.level(params.reference_level)
-    corr = correlations.correlate(hops, t, level, params.width_factor)
+    corr = correlations.correlate(hops, t, level, params.width_factor, traj.cells[0], params.pair_distance_A)
     mech = correlations.classify_pairs(hops, corr, traj.cells[0], params.mechanism_distance_A)
     dist = distribution.n_distribution(corr.sizes, params.n_max)
     cons = consistency.check(prep.positions_A, hops)

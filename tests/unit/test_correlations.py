@@ -125,3 +125,15 @@ def test_pipeline_groups_match_planted_chains(planted, tmp_path):
     strict = again.result(Parameters(reference_level=0.999))
     assert 0 < len(strict.correlations.edges) < len(r.correlations.edges)
     assert strict.reference_level > r.reference_level
+
+
+def test_pair_distance_keeps_only_nearby_simultaneous_hops():
+    cell = np.eye(3) * 20
+    # Three simultaneous hops: two neighbours, one far away (across the boundary it is still far).
+    h = make_hops(
+        [0, 1, 2], [100, 101, 102], [109, 110, 111],
+        origin=[[0, 0, 0], [2.5, 0, 0], [10, 10, 10]], target=[[-2.5, 0, 0], [0.1, 0, 0], [12.5, 10, 10]],
+    )
+    assert [g.tolist() for g in correlate(h, 500, 0.01).groups] == [[0, 1, 2]]
+    near = correlate(h, 500, 0.01, cell=cell, pair_distance_A=3.0)
+    assert [g.tolist() for g in near.groups] == [[0, 1], [2]]
