@@ -14,7 +14,9 @@ gives an exact O(T K) closed form (:func:`squared_silhouette`).
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,20 +179,53 @@ def denoise(positions_A: np.ndarray, window_frames: int) -> np.ndarray:
     return uniform_filter1d(positions_A, window_frames, axis=0, mode="nearest")
 
 
-def cluster_ions(positions_A: np.ndarray, atoms: np.ndarray, params: Parameters, timestep_fs: float | None = None, progress=None) -> Clustering:
+def cluster_ions(
+    positions_A: np.ndarray,
+    atoms: np.ndarray,
+    params: Parameters,
+    timestep_fs: float | None = None,
+    progress=None,
+    n_jobs: int = 1,
+) -> Clustering:
     """Cluster every mobile ion. ``positions_A``: unwrapped (T, N_mobile, 3), Å.
 
     Positions are first averaged over ``params.denoise_fs`` (needs ``timestep_fs``).
-    ``progress(done, total)`` is called after each ion.
+    ``progress(done, total)`` is called as ions finish. ``n_jobs`` > 1 clusters ions in
+    that many processes (not from inside a daemonic process, e.g. a Celery prefork
+    worker, where it runs sequentially); the result does not depend on it.
     """
     x = denoise(positions_A, denoise_window(params.denoise_fs, timestep_fs))
-    ions = []
     n = x.shape[1]
+    if n_jobs > 1 and n > 1 and not multiprocessing.current_process().daemon:
+        return Clustering(np.asarray(atoms), _cluster_parallel(x, params, progress, min(n_jobs, n)), params.silhouette)
+    ions = []
     for i in range(n):
         ions.append(cluster_ion(x[:, i, :], params))
         if progress is not None:
             progress(i + 1, n)
     return Clustering(np.asarray(atoms), ions, params.silhouette)
+
+
+def _cluster_chunk(x: np.ndarray, params: Parameters) -> list[IonClustering]:
+    return [cluster_ion(x[:, i, :], params) for i in range(x.shape[1])]
+
+
+def _cluster_parallel(x: np.ndarray, params: Parameters, progress, n_jobs: int) -> list[IonClustering]:
+    n = x.shape[1]
+    # Small chunks keep the progress bar moving and the two cores evenly loaded.
+    bounds = np.linspace(0, n, min(n, 4 * n_jobs) + 1).astype(int)
+    chunks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    out: list = [None] * len(chunks)
+    done = 0
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_cluster_chunk, np.ascontiguousarray(x[:, a:b]), params): k for k, (a, b) in enumerate(chunks)}
+        for fut in as_completed(futures):
+            k = futures[fut]
+            out[k] = fut.result()
+            done += chunks[k][1] - chunks[k][0]
+            if progress is not None:
+                progress(done, n)
+    return [ion for chunk in out for ion in chunk]
 
 
 def select(clustering: Clustering, positions_A: np.ndarray, threshold: float, min_separation_A: float = 0.0) -> Centres:

@@ -94,6 +94,7 @@ def _add_input_flags(p):
     p.add_argument("--temperature", type=float, help="temperature in K (default: TEBEG from INCAR)")
     p.add_argument("--cache-dir", help="folder for the clustering cache (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -109,7 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="analyse every simulation under the given folders")
     b.add_argument("roots", nargs="+", help="folders to search for simulations")
     b.add_argument("--out-dir", required=True, help="folder for one JSON per simulation and the summary")
-    b.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     b.add_argument("--celery", action="store_true", help="submit to the Celery workers at $REDIS_URL instead of local processes")
     _add_input_flags(b)
     add_parameter_flags(b)
@@ -122,7 +122,7 @@ def _run_analyze(args) -> int:
     params = parameters_from_args(args).replace(species=args.species)
     progress = TerminalProgress(quiet=args.quiet)
     t0 = time.perf_counter()
-    result = pipeline.analyze(args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature)
+    result = pipeline.analyze(args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs)
     doc = result.to_dict()
     doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
     if args.out:

@@ -115,8 +115,13 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None) -> 
     return Prepared(traj, species, atoms, pos, digest or content_hash(traj))
 
 
-def clustering_stage(prep: Prepared, params: Parameters, cache: StageCache | None = None, progress: Progress | None = None) -> centres_mod.Clustering:
-    """k-means of every mobile ion for every K (the expensive stage), cached on disk."""
+def clustering_stage(
+    prep: Prepared, params: Parameters, cache: StageCache | None = None, progress: Progress | None = None, n_jobs: int = 1
+) -> centres_mod.Clustering:
+    """k-means of every mobile ion for every K (the expensive stage), cached on disk.
+
+    ``n_jobs``: processes for the clustering (the result does not depend on it).
+    """
     key = StageCache.key("clustering", {"digest": prep.digest, **params.clustering_key(), "species": prep.species})
     if cache is not None and (hit := cache.load(key)) is not None:
         _report(progress, "clustering", 1.0, "clustering loaded from cache")
@@ -127,7 +132,7 @@ def clustering_stage(prep: Prepared, params: Parameters, cache: StageCache | Non
         _report(progress, "clustering", done / total, f"clustering ion {done} of {total}")
 
     _report(progress, "clustering", 0.0, f"clustering {n} {prep.species} ions")
-    result = centres_mod.cluster_ions(prep.positions_A, prep.atoms, params, prep.trajectory.timestep_fs, progress=each)
+    result = centres_mod.cluster_ions(prep.positions_A, prep.atoms, params, prep.trajectory.timestep_fs, each, n_jobs)
     if cache is not None:
         cache.save(key, result.to_arrays())
     return result
@@ -269,9 +274,10 @@ def analyze(
     progress: Progress | None = None,
     timestep_fs: float | None = None,
     temperature_K: float | None = None,
+    n_jobs: int = 1,
 ) -> Result:
     """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file)."""
-    return Session.open(source, params, cache_dir, progress, timestep_fs, temperature_K).result(params, progress)
+    return Session.open(source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs).result(params, progress)
 
 
 class Session:
@@ -291,7 +297,8 @@ class Session:
         self._hops: dict[tuple, tuple] = {}
 
     @classmethod
-    def open(cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None) -> "Session":
+    def open(cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1) -> "Session":
+        """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport."""
         params = params or Parameters()
         if isinstance(source, Trajectory):
             traj = source
@@ -307,7 +314,7 @@ class Session:
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         prep = prepare(traj, params)
         cache = StageCache(cache_dir) if cache_dir else None
-        clustering = clustering_stage(prep, params, cache, progress)
+        clustering = clustering_stage(prep, params, cache, progress, n_jobs)
         tr = transport_stage(prep, params, progress)
         return cls(prep, clustering, tr, params)
 

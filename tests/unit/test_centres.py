@@ -106,3 +106,15 @@ def test_denoise_window_is_odd_frames():
     assert denoise_window(300, 10) == 31
     assert denoise_window(0, 10) == 1
     assert denoise_window(300, None) == 1
+
+
+def test_parallel_clustering_gives_the_same_result(planted):
+    t = planted.trajectory
+    atoms = t.indices("Li")[:6]
+    x = unwrap(t, atoms)
+    one = cluster_ions(x, atoms, Parameters(), t.timestep_fs, n_jobs=1)
+    seen = []
+    two = cluster_ions(x, atoms, Parameters(), t.timestep_fs, progress=lambda d, n: seen.append(d), n_jobs=2)
+    assert seen[-1] == 6
+    for a, b in zip(one.ions, two.ions):
+        assert np.array_equal(a.ks, b.ks) and np.array_equal(a.silhouette, b.silhouette)
