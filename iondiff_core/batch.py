@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iondiff_core import descriptors
+from iondiff_core import descriptors, distribution
 
 TARGET = "D_tracer_cm2_s"
 
@@ -26,8 +26,29 @@ def _numeric_columns(rows: list[dict]) -> dict[str, np.ndarray]:
     return table
 
 
-def write_summary(rows: list[dict], out: Path) -> dict:
-    """Write summary.csv, spearman.csv and cross_simulation.json into ``out``."""
+def pooled_distributions(docs: list[dict], n_max: int = 20) -> dict:
+    """pdf of n pooled over simulations: all together and per family (paper Figs. 4, 5)."""
+    by_family: dict[str, list[int]] = {}
+    for d in docs:
+        sizes = [g["n"] for g in d["groups"]]
+        by_family.setdefault("all", []).extend(sizes)
+        by_family.setdefault(descriptors.family_of(d["input"]["mobile_species"]), []).extend(sizes)
+    out = {}
+    for fam, sizes in by_family.items():
+        nd = distribution.n_distribution(np.array(sizes, dtype=int), n_max)
+        out[fam] = {
+            "n": nd.n, "p": nd.p, "counts": nd.counts, "overflow": nd.overflow,
+            "A": nd.fit.A, "A_err": nd.fit.A_err, "b": nd.fit.b, "b_err": nd.fit.b_err,
+            "mean_n": nd.mean_n, "std_n": nd.std_n, "simulations": sum(1 for _ in docs),
+        }
+    return out
+
+
+def write_summary(rows: list[dict], out: Path, docs: list[dict] | None = None) -> dict:
+    """Write summary.csv, spearman.csv and cross_simulation.json into ``out``.
+
+    ``docs``: the per-simulation JSON documents, for the pooled pdf of n.
+    """
     out = Path(out)
     ok = [r for r in rows if not r.get("error")]
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -57,6 +78,8 @@ def write_summary(rows: list[dict], out: Path) -> dict:
         ]
     )
     doc["arrhenius"] = arr
+    if docs:
+        doc["pdf_pooled"] = pooled_distributions(docs, docs[0]["parameters"]["n_max"])
     from iondiff_core.report import _clean
 
     (out / "cross_simulation.json").write_text(json.dumps(_clean(doc), indent=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -229,7 +230,8 @@ def _run_batch(args) -> int:
     for r in rows:
         r["material"] = material_of(r["name"])
     rows.sort(key=lambda r: r["name"])
-    batch.write_summary(rows, out)
+    docs = [json.loads((out / f"{r['name']}.json").read_text()) for r in rows if not r["error"]]
+    batch.write_summary(rows, out, docs)
     failed = [r for r in rows if r["error"]]
     print(f"{len(rows) - len(failed)} of {len(rows)} simulations analysed; summary in {out / 'summary.csv'}")
     for r in failed:

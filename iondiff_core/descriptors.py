@@ -340,6 +340,14 @@ def nu_vs_nu0(
 ION_CHARGE = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "H": 1, "F": -1, "Cl": -1, "Br": -1, "I": -1, "O": -2}
 
 
+HALIDES = ("F", "Cl", "Br", "I")
+
+
+def family_of(species: str) -> str:
+    """SSE family of a mobile species as in the paper: Li-, Na-, Ag-, Cu-, O-, Halide-based."""
+    return "Halide-based" if species in HALIDES else f"{species}-based"
+
+
 def reference_sites_A(prep, path: str | None = None) -> np.ndarray:
     """Cartesian sites (Å) of the reference lattice: the mobile ions' first-frame
     positions, or the sites of that species in a POSCAR/structure file."""

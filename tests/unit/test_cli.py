@@ -102,3 +102,5 @@ def test_batch_writes_json_summary_spearman_and_arrhenius(tmp_path):
     assert cross["analysed"] == 4
     assert "D_tracer_cm2_s" in cross["spearman"]["names"]
     assert cross["arrhenius"]["LiX"]["n_temperatures"] == 4
+    pooled = cross["pdf_pooled"]
+    assert set(pooled) == {"all", "Li-based"} and pooled["all"]["counts"][1] >= 4  # one planted pair per run
