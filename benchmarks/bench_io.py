@@ -12,7 +12,8 @@ Generates XDATCARs in VASP's own format (``%12.8f`` columns) in a temporary fold
 
 Each read runs in a fresh subprocess so the peak resident memory (``ru_maxrss``) is its
 own; the table shows the peak growth over the process after imports, and that peak as
-a multiple of the final positions array (T x N x 3 float64).
+a multiple of the final positions array (T x N x 3 float64). Timings are wall-clock
+and vary with machine load.
 
 Usage::
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -58,7 +58,7 @@ def generate(path: Path, n_atoms: int, n_frames: int, seed: int = 0) -> int:
 
 
 _CHILD = r"""
-import json, resource, sys, time, tracemalloc
+import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 kind, path = sys.argv[1], sys.argv[2]
@@ -70,7 +70,6 @@ elif kind == "iondiff":
 elif kind == "ase":
     import ase.io
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-tracemalloc.start()
 t0 = time.perf_counter()
 if kind == "ours":
     tr = read_xdatcar(path)
@@ -90,9 +89,8 @@ elif kind == "ase":
     coords = np.array([a.get_scaled_positions() for a in frames])
     shape = coords.shape
 dt = time.perf_counter() - t0
-_, traced = tracemalloc.get_traced_memory()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(seconds=dt, shape=list(shape), rss_peak_MB=(peak - base) / 1024, traced_peak_MB=traced / 2**20)))
+print(json.dumps(dict(seconds=dt, shape=list(shape), rss_peak_MB=(peak - base) / 1024)))
 """
 
 
@@ -113,7 +111,7 @@ def row(label: str, size: int, r: dict) -> str:
     arr_mb = t * n * 3 * 8 / 2**20
     return (
         f"| {label:<42} | {size / 1e6:8.1f} | {r['seconds']:8.2f} | {size / 1e6 / r['seconds']:7.0f} | "
-        f"{r['rss_peak_MB']:8.0f} | {r['traced_peak_MB']:8.0f} | {arr_mb:7.0f} | {r['rss_peak_MB'] / arr_mb:5.1f} |"
+        f"{r['rss_peak_MB']:8.0f} | {arr_mb:7.0f} | {r['rss_peak_MB'] / arr_mb:5.1f} |"
     )
 
 
@@ -156,17 +154,17 @@ def main() -> None:
 
         print()
         print(
-            "| reader                                     | text MB  | time s   |  MB/s   | peak RSS | traced   | array  | peak/ |"
+            "| reader                                     | text MB  | time s   |  MB/s   | peak RSS | array  | peak/ |"
         )
         print(
-            "|                                            |          |          |         | +MB      | peak MB  | MB     | array |"
+            "|                                            |          |          |         | +MB      | MB     | array |"
         )
-        print("|" + "|".join("-" * w for w in (44, 10, 10, 9, 10, 10, 9, 7)) + "|")
+        print("|" + "|".join("-" * w for w in (44, 10, 10, 9, 10, 8, 7)) + "|")
         for r in rows:
             print(r)
         print(
-            "\npeak RSS +MB: growth of the process's peak resident memory during the read (includes pandas' C "
-            "buffers);\ntraced peak: Python/numpy allocations seen by tracemalloc; array: the final positions."
+            "\npeak RSS +MB: growth of the process's peak resident memory during the read (ru_maxrss, includes "
+            "pandas' C buffers);\narray: the final positions (T x N x 3 float64); peak/array: their ratio."
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -22,7 +22,6 @@ from iondiff_core.errors import InputError
 from iondiff_core.io.ase_formats import guess_ase_format, read_ase, sniff_ase_species
 from iondiff_core.io.incar import read_incar
 from iondiff_core.io.xdatcar import (
-    compression_of,
     open_decompressed,
     read_xdatcar,
     sniff_xdatcar,
@@ -201,6 +200,8 @@ def read_trajectory(
             traj.warnings.append(
                 f"no INCAR beside {file.name}: the time between frames is unknown; give timestep_fs"
             )
+    elif need_time and traj.timestep_fs is None:
+        traj.warnings.append(f"{file.name} stores no timestep: the time between frames is unknown; give timestep_fs")
     if timestep_fs is not None:
         traj.timestep_fs = timestep_fs
     if temperature_K is not None:

@@ -59,8 +59,15 @@ class _Plain:
             return self.path
         suffix = Path(strip_compression_suffix(self.path.name)).suffix
         fd, self.tmp = tempfile.mkstemp(prefix="iondiff_", suffix=suffix)
-        with os.fdopen(fd, "wb") as out, open_decompressed(self.path) as stream:
-            shutil.copyfileobj(stream, out, 16 << 20)
+        try:
+            with os.fdopen(fd, "wb") as out, open_decompressed(self.path) as stream:
+                shutil.copyfileobj(stream, out, 16 << 20)
+        except OSError as e:
+            self.__exit__()
+            raise InputError(f"{self.path}: cannot decompress to a temporary file ({e.strerror or e})") from None
+        except BaseException:
+            self.__exit__()
+            raise
         return Path(self.tmp)
 
     def __exit__(self, *exc) -> None:

@@ -20,8 +20,11 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import re
 import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +35,14 @@ from iondiff_core.trajectory import Trajectory
 #: Refuse headers claiming more atoms than this (a corrupt or hostile count line).
 MAX_ATOMS = 10_000_000
 #: Decompressed bytes parsed per chunk; bounds the reader's working memory.
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 4 << 20
+#: Worker threads parsing chunks (pandas releases the GIL); capped by the CPU count.
+_WORKERS = 2
 #: Compressed bytes fed to the decompressor per read.
 _RAW_READ = 1 << 20
 
-_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bz2"))
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"))
+_BZ2_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")  # 'BZh' alone could begin a text title
 _COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2")
 # Bytes that never occur in a text file (control characters other than whitespace).
 _TEXT_BYTES = bytes(range(32, 256)) + b"\t\n\r\x0b\x0c"
@@ -50,13 +56,13 @@ def compression_of(path: str | Path) -> str | None:
     """Compression of a file from its magic bytes: ``'gzip'``, ``'xz'``, ``'bz2'`` or None."""
     try:
         with open(path, "rb") as f:
-            head = f.read(6)
+            head = f.read(10)
     except OSError as e:
         raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
     for magic, kind in _MAGIC:
         if head.startswith(magic):
             return kind
-    return None
+    return "bz2" if _BZ2_MAGIC.match(head) else None
 
 
 def strip_compression_suffix(name: str) -> str:
@@ -433,7 +439,7 @@ def _parse_block(text: bytes, ncols: int) -> np.ndarray:
         sep=r"\s+",
         header=None,
         names=list(range(ncols)),
-        usecols=[0, 1, 2],
+        usecols=None if ncols == 3 else [0, 1, 2],  # without usecols, extra columns are an error
         index_col=False,
         dtype=np.float64 if ncols == 3 else {0: np.float64, 1: np.float64, 2: np.float64},
         engine="c",
@@ -441,6 +447,32 @@ def _parse_block(text: bytes, ncols: int) -> np.ndarray:
         na_filter=True,
     )
     return df.to_numpy(dtype=np.float64)
+
+
+def _parse_checked(text: bytes, ncols: int, rows: int) -> np.ndarray | None:
+    """Parsed (rows, 3) coordinates, or None if anything is off (then diagnose)."""
+    try:
+        arr = _parse_block(text, ncols)
+    except Exception:  # pandas/numpy parse errors: the caller finds and names the line
+        return None
+    if arr.shape != (rows, 3) or not np.isfinite(arr).all():
+        return None
+    return arr
+
+
+def _initial_capacity(stream, path, buf: bytes, lines_per_frame: int) -> int:
+    """Frames to allocate up front: from the file size for plain files, else a guess."""
+    nl = buf.count(b"\n")
+    bytes_per_frame = max(len(buf) / max(nl, 1) * lines_per_frame, 1.0)
+    size = len(buf)
+    if getattr(stream, "kind", None) is None and path is not None:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            pass
+    else:
+        size *= 4  # compressed: unknown length, grow from there
+    return int(size / bytes_per_frame * 1.02) + 2
 
 
 def _diagnose(src: str, buf: bytes, blocks: list[tuple[int, int, int, int]], ncols: int, n_atoms: int) -> None:
@@ -536,10 +568,17 @@ def read_xdatcar(
     if path.is_dir():
         raise InputError(f"{src}: is a folder; give the XDATCAR file (or use read_trajectory)")
     with open_decompressed(path) as stream:
-        return _read_stream(stream, src, path, species, chunk_bytes)
+        try:
+            return _read_stream(stream, src, path, species, chunk_bytes)
+        except MemoryError:
+            raise InputError(f"{src}: the trajectory does not fit in memory") from None
 
 
 def _read_stream(stream, src, path, species, chunk_bytes) -> Trajectory:
+    try:  # import here, not first inside a worker thread
+        import pandas  # noqa: F401
+    except ImportError:  # pragma: no cover
+        pass
     body = _Body(stream, src, max(int(chunk_bytes), 1 << 16))
     body.fill(1 << 16)
     # Make sure the header and the first coordinate line are in the buffer.
@@ -613,11 +652,12 @@ def _read_stream(stream, src, path, species, chunk_bytes) -> Trajectory:
         line0 = 1
     head_ref = (hdr.species_line, hdr.counts_line)
 
-    # Output grows in place (ndarray.resize reallocs, no copy of the data in practice).
-    cap = 16
+    # Output grows in place (ndarray.resize reallocs; large blocks are remapped, not copied).
+    cap = _initial_capacity(stream, path, body.buf, L)
     positions = np.zeros((cap, N, 3))
     cells = np.zeros((cap, 3, 3)) if variable else None
-    T = 0
+    T = 0  # frames stored
+    T_sub = 0  # frames submitted for parsing
     last_frame_note = None
 
     def grow(need: int) -> None:
@@ -628,85 +668,100 @@ def _read_stream(stream, src, path, species, chunk_bytes) -> Trajectory:
             if cells is not None:
                 cells.resize((cap, 3, 3), refcheck=False)
 
-    while True:
-        body.fill(body.chunk)
-        buf = body.buf
-        # Marker of each frame whose region starts in buf; region 0 starts at offset 0.
-        marks = [find_marker(0) if variable else 0]
-        if marks[0] < 0 and not body.eof:
-            body.fill(len(body.buf) * 2)
-            continue
-        pos = marks[0] + 1 if marks[0] >= 0 else len(buf)
-        while True:
-            m = find_marker(pos)
-            if m < 0:
-                break
-            marks.append(m)
-            pos = m + 1
+    def store(job) -> None:
+        """Wait for one chunk's parse and copy it into the output (in submission order)."""
+        nonlocal T
+        future, text, blocks, frame_cells = job
+        arr = future.result()
+        n = len(blocks)
+        if arr is None:
+            _diagnose(src, text, blocks, ncols, N)
+        grow(T + n)
+        positions[T : T + n] = arr.reshape(n, N, 3)
         if variable:
-            regions = [0] + [line_start_back(m, hdr.n_header) for m in marks[1:]]
-        else:
-            regions = marks
-        complete = len(regions) - 1
-        if complete == 0 and not body.eof:
-            body.fill(len(body.buf) * 2)  # one frame larger than the chunk
-            continue
+            cells[T : T + n] = frame_cells[0]
+        if hdr.cartesian:
+            # Cartesian lines are scaled like the lattice, so the scale factor(s) cancel:
+            # frac = (x s) inv(L s) = x inv(L), with L the unscaled lattice block.
+            lat = frame_cells[1] if variable else hdr.lattice
+            positions[T : T + n] = positions[T : T + n] @ np.linalg.inv(lat)
+        T += n
 
-        ends = regions[1:]
-        final_region = None
-        if body.eof:
-            final_region = regions[-1]
-        nfr = complete + (1 if final_region is not None else 0)
-        blocks = []  # (frame number, coord start, coord end, line of the first coord)
-        frame_cells = []
-        keep_final = True
-        for k in range(nfr):
-            r = regions[k]
-            fno = T + k + 1
-            rline = line0 + k * L
-            if k < complete:
-                e = ends[k]
-                nl = buf.count(b"\n", r, e)
-                if nl != L:
-                    _frame_length_error(src, buf, r, e, nl, P, N, rline, fno, word)
-            else:
-                e, keep_final, note = _final_frame(buf, r, P, N, ncols, variable, src, rline, fno, word)
-                if note:
-                    last_frame_note = note
-                if not keep_final:
+    # pandas' tokenizer releases the GIL: parse chunks in worker threads while this
+    # thread decompresses and slices the next one. Few jobs in flight bound the memory.
+    n_workers = max(1, min(_WORKERS, os.cpu_count() or 1))
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        while True:
+            body.fill(body.chunk)
+            buf = body.buf
+            # Marker of each frame whose region starts in buf; region 0 starts at offset 0.
+            marks = [find_marker(0) if variable else 0]
+            if marks[0] < 0 and not body.eof:
+                body.fill(len(body.buf) * 2)
+                continue
+            pos = marks[0] + 1 if marks[0] >= 0 else len(buf)
+            while True:
+                m = find_marker(pos)
+                if m < 0:
                     break
-            mk = marks[k]
-            cs = buf.find(b"\n", mk) + 1
+                marks.append(m)
+                pos = m + 1
             if variable:
-                frame_cells.append(_frame_cell(buf, r, mk, src, rline, head_ref, hdr.n_header))
-            blocks.append((fno, cs, e, rline + P))
-        if blocks:
-            text = b"".join(memoryview(buf)[a:b] for _, a, b, _ in blocks)
-            if not text.endswith(b"\n"):
-                text += b"\n"
-            try:
-                arr = _parse_block(text, ncols)
-            except Exception:  # pandas/numpy parse errors: find and name the bad line
-                arr = None
-            del text
-            n = len(blocks)
-            if arr is None or arr.shape != (n * N, 3) or not np.isfinite(arr).all():
-                _diagnose(src, buf, blocks, ncols, N)
-            grow(T + n)
-            positions[T : T + n] = arr.reshape(n, N, 3)
-            del arr
-            if variable:
-                cells[T : T + n] = np.asarray(frame_cells)
-            if hdr.cartesian:
-                # Scale factors cancel: frac = (s x) inv(s L) = x inv(L), but use the cell as read.
-                frame_cell = cells[T : T + n] if variable else fixed_cell
-                positions[T : T + n] = positions[T : T + n] @ np.linalg.inv(frame_cell)
-            T += n
-        if body.eof:
-            break
-        line0 += complete * L
-        body.buf = buf[regions[-1] :]
-        del buf
+                regions = [0] + [line_start_back(m, hdr.n_header) for m in marks[1:]]
+            else:
+                regions = marks
+            complete = len(regions) - 1
+            if complete == 0 and not body.eof:
+                body.fill(len(body.buf) * 2)  # one frame larger than the chunk
+                continue
+
+            nfr = complete + (1 if body.eof else 0)
+            spans = []  # (frame number, coord start, coord end in buf, line of the first coord)
+            heads = []  # (region start, marker start, first line) of each frame, variable cell
+            for k in range(nfr):
+                r = regions[k]
+                fno = T_sub + k + 1
+                rline = line0 + k * L
+                if k < complete:
+                    e = regions[k + 1]
+                    nl = buf.count(b"\n", r, e)
+                    if nl != L:
+                        _frame_length_error(src, buf, r, e, nl, P, N, rline, fno, word)
+                else:
+                    e, keep, note = _final_frame(buf, r, P, N, ncols, variable, src, rline, fno, word)
+                    if note:
+                        last_frame_note = note
+                    if not keep:
+                        break
+                mk = marks[k]
+                if variable:
+                    heads.append((r, mk, rline))
+                spans.append((fno, buf.find(b"\n", mk) + 1, e, rline + P))
+            if spans:
+                mv = memoryview(buf)
+                text = b"".join(mv[a:b] for _, a, b, _ in spans)
+                del mv
+                if not text.endswith(b"\n"):
+                    text += b"\n"
+                # Offsets of each frame's coordinates inside ``text``, for error messages.
+                blocks, off = [], 0
+                for fno, a, b, line in spans:
+                    blocks.append((fno, off, off + (b - a), line))
+                    off += b - a
+                while len(pending) >= n_workers:
+                    store(pending.popleft())
+                frame_cells = _frame_cells(buf, heads, src, head_ref, hdr.n_header) if variable else None
+                pending.append((pool.submit(_parse_checked, text, ncols, len(blocks) * N), text, blocks, frame_cells))
+                T_sub += len(blocks)
+                del text
+            if body.eof:
+                break
+            line0 += complete * L
+            body.buf = buf[regions[-1] :]
+            del buf
+        while pending:
+            store(pending.popleft())
 
     if last_frame_note:
         warnings.append(last_frame_note)
@@ -791,8 +846,45 @@ def _final_frame(buf, r, P, N, ncols, variable, src, rline, fno, word):
     )
 
 
-def _frame_cell(buf, r, mk, src, rline, head_ref, n_header) -> np.ndarray:
-    """Cell (Å) of one frame of a variable-cell XDATCAR, from its header lines."""
+def _frame_cells(buf, heads, src, head_ref, n_header) -> tuple[np.ndarray, np.ndarray]:
+    """Cells (Å) and unscaled lattice blocks of many frames of a variable-cell XDATCAR.
+
+    All the frames' scale and lattice lines are converted in one go; if anything looks
+    wrong, the frames are re-read one by one to name the bad line.
+    """
+    species_line, counts_line = head_ref
+    toks, ok = [], True
+    for r, mk, _ in heads:
+        lines = buf[r:mk].split(b"\n")
+        if (species_line is not None and lines[5].strip() != species_line) or lines[
+            n_header - 1
+        ].strip() != counts_line:
+            ok = False
+            break
+        t = b" ".join(lines[1:5]).split()
+        if len(t) != 10:  # one scale factor and nine lattice numbers
+            ok = False
+            break
+        toks.extend(t)
+    if ok:
+        try:
+            vals = np.array(list(map(float, toks))).reshape(len(heads), 10)
+        except ValueError:
+            ok = False
+    if ok:
+        scale, lat = vals[:, 0], vals[:, 1:].reshape(-1, 3, 3)
+        det = np.linalg.det(lat)
+        ok = bool(np.isfinite(vals).all() and np.all(scale != 0) and np.all(np.abs(det) > 1e-12))
+    if not ok:
+        out = [_frame_cell(buf, r, mk, src, rline, head_ref, n_header) for r, mk, rline in heads]
+        return np.array([c for c, _ in out]), np.array([l for _, l in out])
+    # A negative scale is the target volume in Å^3.
+    s = np.where(scale < 0, (np.abs(scale) / np.abs(det)) ** (1.0 / 3.0), scale)
+    return lat * s[:, None, None], lat
+
+
+def _frame_cell(buf, r, mk, src, rline, head_ref, n_header) -> tuple[np.ndarray, np.ndarray]:
+    """Cell (Å) and unscaled lattice block of one frame of a variable-cell XDATCAR."""
     lines = buf[r:mk].split(b"\n")
     text = [_dec(x) for x in lines[:n_header]]
     scale = _parse_scale(text[1], src, rline + 1)
@@ -807,7 +899,7 @@ def _frame_cell(buf, r, mk, src, rline, head_ref, n_header) -> np.ndarray:
             f"{src} line {rline + n_header - 1}: the atom counts changed from "
             f"{_dec(counts_line)!r} to {_short(text[n_header - 1])!r}"
         )
-    return _scale_cell(scale, lat, src, rline)
+    return _scale_cell(scale, lat, src, rline), lat
 
 
 # --------------------------------------------------------------------------- sniffing
