@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import curve_fit
+import warnings
+
+from scipy.optimize import OptimizeWarning, curve_fit
 
 
 @dataclass
@@ -80,7 +82,9 @@ def fit_exponential(n: np.ndarray, p: np.ndarray, counts: np.ndarray | None = No
         return ExponentialFit(float(np.exp(intercept)), np.nan, float(-slope), np.nan, k, "two sizes n >= 2: exact curve, no error estimate")
     sigma = y / np.sqrt(counts[sel]) if counts is not None else None
     try:
-        (a, b), cov = curve_fit(_exp, x, y, p0=(np.exp(intercept), -slope), sigma=sigma, absolute_sigma=False, maxfev=10000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # flat data: errors reported as NaN
+            (a, b), cov = curve_fit(_exp, x, y, p0=(np.exp(intercept), -slope), sigma=sigma, absolute_sigma=False, maxfev=10000)
     except (RuntimeError, ValueError) as exc:
         return ExponentialFit(np.nan, np.nan, np.nan, np.nan, k, f"fit failed: {exc}")
     err = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else (np.nan, np.nan)

@@ -1,0 +1,154 @@
+"""The analysis model: run a job, store it in the library, and recompute the cheap
+stages when a slider moves.
+
+* :func:`run_analysis` is what a background job runs (a Dash background callback, a
+  Celery worker): it reads the trajectory, runs the expensive stages with the engine's
+  disk cache (``<data>/stages``, keyed by content hash), writes the result JSON and
+  inserts the library entry last. Opening the same file with the same parameters again
+  returns the stored entry at once.
+* :func:`session_for` keeps recently used :class:`~iondiff_core.pipeline.Session`s in
+  memory; in a process that has none, it rebuilds one from the stored trajectory and the
+  cached clustering (no k-means again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from iondiff_core import report
+from iondiff_core.descriptors import family_of
+from iondiff_core.errors import InputError
+from iondiff_core.parameters import CLUSTERING_FIELDS, Parameters
+from iondiff_core.pipeline import Session
+
+from dashboard.config import Config
+from dashboard.storage import Entry, Library, write_atomic
+
+#: The parameters the sliders move (cheap stages only).
+SLIDER_FIELDS = ("silhouette_threshold", "r_vib_A", "reference_level", "width_factor", "n_max")
+
+
+def file_digest(path: Path, extra: dict) -> str:
+    """SHA-256 of the trajectory file(s) and the reading options."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def params_key(params: Parameters) -> str:
+    return hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def material_name(path: Path) -> str:
+    from iondiff_core.cli import material_of
+
+    name = path.name if path.is_dir() else path.parent.name if path.name.upper().startswith("XDATCAR") else path.stem
+    return material_of(name)
+
+
+def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None, temperature_K=None, progress=None, name=None) -> str:
+    """Analyse one trajectory and store it in the library; returns the entry id.
+
+    ``progress(fraction, message)`` is called by stage and by ion.
+    """
+    library = Library(cfg.library_db)
+    digest = file_digest(source, {"timestep_fs": timestep_fs, "temperature_K": temperature_K})
+    key = params_key(params)
+    found = library.find(digest, key)
+    if found is not None and Path(found.result).exists():
+        if progress:
+            progress(1.0, "already analysed: loaded from the library")
+        return found.id
+
+    def each(stage, fraction, message):
+        if progress:
+            progress(fraction, message)
+
+    session = Session.open(source, params, cfg.stages, each, timestep_fs, temperature_K)
+    result = session.result(params)
+    doc = result.to_dict()
+    doc["input"]["source"] = name or source.name
+    out = cfg.results / f"{digest[:32]}-{key}.json"
+    write_atomic(out, report.dumps(doc))
+    species = result.prep.species
+    desc = dict(doc["descriptors"])
+    desc.update({"mean_n": doc["pdf"]["mean_n"], "std_n": doc["pdf"]["std_n"], "pdf_b": doc["pdf"]["b"]})
+    entry = library.add(
+        name=name or material_name(source),
+        material=material_name(source),
+        family=family_of(species),
+        species=species,
+        temperature_K=result.prep.trajectory.temperature_K,
+        sha256=digest,
+        params_key=key,
+        params={**params.to_dict(), "timestep_fs": timestep_fs, "temperature_K": temperature_K},
+        trajectory=str(source),
+        result=str(out),
+        descriptors=desc,
+    )
+    _SESSIONS.put(entry.id, session)
+    return entry.id
+
+
+class _SessionCache:
+    """A small thread-safe LRU of open sessions (each holds a trajectory in memory)."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._d: OrderedDict[str, Session] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            s = self._d.get(key)
+            if s is not None:
+                self._d.move_to_end(key)
+            return s
+
+    def put(self, key, session):
+        with self._lock:
+            self._d[key] = session
+            self._d.move_to_end(key)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+
+_SESSIONS = _SessionCache()
+
+
+def base_parameters(entry: Entry) -> Parameters:
+    """The parameters the entry was analysed with (its clustering is cached under them)."""
+    p = {k: v for k, v in entry.params.items() if k not in ("timestep_fs", "temperature_K")}
+    return Parameters.from_dict(p)
+
+
+def slider_parameters(entry: Entry, sliders: dict) -> Parameters:
+    """The entry's parameters with the slider values applied (clustering ones refused)."""
+    bad = set(sliders) - set(SLIDER_FIELDS)
+    if bad & set(CLUSTERING_FIELDS) or bad:
+        raise InputError(f"not a slider parameter: {', '.join(sorted(bad))}")
+    return base_parameters(entry).replace(**sliders)
+
+
+def session_for(cfg: Config, entry: Entry) -> Session:
+    """The entry's session: from memory, or rebuilt from its file and the stage cache."""
+    s = _SESSIONS.get(entry.id)
+    if s is None:
+        p = entry.params
+        s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"), p.get("temperature_K"))
+        _SESSIONS.put(entry.id, s)
+    return s
+
+
+def result_for(cfg: Config, entry: Entry, sliders: dict | None = None):
+    """The full engine Result of an entry at the given slider values."""
+    return session_for(cfg, entry).result(slider_parameters(entry, sliders or {}))

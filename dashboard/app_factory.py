@@ -1,0 +1,69 @@
+"""Build the Dash app: job manager, server settings, upload route, pages."""
+
+from __future__ import annotations
+
+import diskcache
+from dash import Dash, Input, Output, dcc, html
+from flask_caching import Cache
+
+from dashboard import uploads
+from dashboard.config import Config
+
+
+def make_manager(cfg: Config):
+    """Celery workers through Redis when REDIS_URL is set; else a disk cache that every
+    gunicorn worker shares (never DiskcacheManager() without a cache: it breaks there)."""
+    from dash import CeleryManager, DiskcacheManager
+
+    if cfg.redis_url:
+        from dashboard.celery_app import celery_app
+
+        return CeleryManager(celery_app)
+    return DiskcacheManager(diskcache.Cache(str(cfg.jobs)))
+
+
+def create_app(data_dir=None, roots=None) -> Dash:
+    """The dashboard, with its data under ``data_dir`` (default $IONDIFF_DATA or ./data)
+    and the server-side picker limited to ``roots`` (default $IONDIFF_ROOTS)."""
+    from pages import analyse, library
+
+    cfg = Config.from_env(data_dir, roots)
+    app = Dash(
+        __name__,
+        title="IonDiff dashboard",
+        background_callback_manager=make_manager(cfg),
+        suppress_callback_exceptions=True,
+        health_endpoint="health",
+        assets_folder=str(__import__("pathlib").Path(__file__).resolve().parents[1] / "assets"),
+    )
+    server = app.server
+    server.secret_key = cfg.secret_key
+    server.register_blueprint(uploads.make_blueprint(cfg.uploads, cfg.max_upload_bytes))
+    cache = Cache(server, config={
+        "CACHE_TYPE": "FileSystemCache", "CACHE_DIR": str(cfg.flask_cache),
+        "CACHE_THRESHOLD": 500, "CACHE_DEFAULT_TIMEOUT": 7 * 24 * 3600,
+    })
+    app.layout = html.Div([
+        dcc.Location(id="url"),
+        html.Div([
+            html.Span("IonDiff", className="brand"),
+            dcc.Link("Analyse", href="/"),
+            dcc.Link("Library", href="/library"),
+            html.Span("concerted ionic hops in MD trajectories", className="muted", style={"color": "#b9c9d9"}),
+        ], className="navbar"),
+        html.Div(id="page"),
+    ])
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"))
+    def route(path, search):
+        if (path or "/").rstrip("/").endswith("library"):
+            return library.layout(cfg)
+        entry = None
+        if search and "entry=" in search:
+            entry = search.split("entry=")[1].split("&")[0]
+        return analyse.layout(cfg, entry)
+
+    analyse.register(app, cfg, cache)
+    library.register(app, cfg)
+    app.config_object = cfg  # for tests and the deploy tooling
+    return app
