@@ -74,7 +74,7 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
             progress(fraction, message)
 
     session = Session.open(source, params, cfg.stages, each, timestep_fs, temperature_K)
-    result = session.result(params)
+    result = session.result(params, each)
     doc = result.to_dict()
     doc["input"]["source"] = name or source.name
     out = cfg.results / f"{digest[:32]}-{key}.json"

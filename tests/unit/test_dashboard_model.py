@@ -1,0 +1,142 @@
+"""The dashboard's layers below the pages: storage, uploads and paths, analysis model."""
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from dashboard import analysis
+from dashboard.config import Config
+from dashboard.storage import Library, write_atomic
+from dashboard.uploads import make_blueprint, resolve_server_path, safe_name, trajectory_of_upload
+from iondiff_core.errors import InputError
+from iondiff_core.io import write_xdatcar
+from iondiff_core.parameters import Parameters
+from iondiff_core.synthetic import make_synthetic
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return Config.from_env(tmp_path / "data", roots=[tmp_path / "root"])
+
+
+@pytest.fixture(scope="module")
+def xdatcar(tmp_path_factory):
+    p = tmp_path_factory.mktemp("x") / "XDATCAR_LiX.gz"
+    write_xdatcar(make_synthetic(n_frames=1200, n_mobile=10, chain_sizes=(1, 2), seed=2).trajectory, p)
+    return p
+
+
+def test_library_add_rename_tag_delete(tmp_path):
+    lib = Library(tmp_path / "lib.sqlite")
+    res, traj = tmp_path / "r.json", tmp_path / "t"
+    res.write_text("{}")
+    traj.write_text("x")
+    kw = dict(material="LGPS", family="Li-based", species="Li", temperature_K=600.0, sha256="abc", params_key="k",
+              params={"r_vib_A": 0.5}, trajectory=str(traj), result=str(res), descriptors={"D_tracer_cm2_s": 1e-5})
+    e = lib.add(name="run", **kw)
+    assert lib.find("abc", "k").id == e.id and lib.list()[0].descriptors["D_tracer_cm2_s"] == 1e-5
+    lib.rename(e.id, "  LGPS 600 K ")
+    lib.set_tags(e.id, "sulfide, , fast ")
+    e2 = lib.get(e.id)
+    assert e2.name == "LGPS 600 K" and e2.tags == "sulfide,fast"
+    with pytest.raises(ValueError):
+        lib.rename(e.id, "   ")
+    again = lib.add(name="rerun", **kw)  # the same file and parameters replace the entry
+    assert [x.id for x in lib.list()] == [again.id]
+    lib.delete(again.id)
+    assert lib.list() == [] and not res.exists()
+
+
+def test_library_refuses_an_entry_without_its_files(tmp_path):
+    lib = Library(tmp_path / "lib.sqlite")
+    with pytest.raises(FileNotFoundError):
+        lib.add(name="x", material="m", family="f", species="Li", temperature_K=None, sha256="s", params_key="k",
+                params={}, trajectory=str(tmp_path / "missing"), result=str(tmp_path / "missing.json"), descriptors={})
+    assert lib.list() == []
+
+
+def test_write_atomic_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "a.json"
+    write_atomic(target, "one")
+    write_atomic(target, "two")
+    assert target.read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_resolve_server_path_refuses_escapes(tmp_path):
+    root = tmp_path / "root"
+    (root / "sim").mkdir(parents=True)
+    (root / "sim" / "XDATCAR").write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    (root / "link").symlink_to(outside)
+    (root / "inner").symlink_to(root / "sim")
+    assert resolve_server_path("sim/XDATCAR", [root]) == (root / "sim" / "XDATCAR").resolve()
+    assert resolve_server_path(str(root / "sim"), [root]) == (root / "sim").resolve()
+    assert resolve_server_path("inner/XDATCAR", [root]) == (root / "sim" / "XDATCAR").resolve()
+    for bad in ("../outside/secret", str(outside / "secret"), "link/secret", "/etc/passwd", "sim/../../outside/secret", "", "a\x00b"):
+        with pytest.raises(InputError):
+            resolve_server_path(bad, [root])
+    with pytest.raises(InputError, match="allows no folders"):
+        resolve_server_path("sim", [])
+
+
+def test_safe_name_strips_folders():
+    assert safe_name("../../etc/passwd") == "passwd"
+    assert safe_name("..\\..\\XDATCAR.gz") == "XDATCAR.gz"
+    assert safe_name(".hidden") == "hidden"
+
+
+def _client(cfg, max_bytes=10 * 1024**2):
+    app = Flask(__name__)
+    app.register_blueprint(make_blueprint(cfg.uploads, max_bytes))
+    return app.test_client()
+
+
+def test_upload_route_streams_to_disk_and_sniffs_species(cfg, xdatcar):
+    c = _client(cfg)
+    r = c.post("/upload?name=../../XDATCAR_LiX.gz", data=xdatcar.read_bytes())
+    body = r.get_json()
+    assert r.status_code == 200 and body["ok"] and body["species"] == ["Li", "S"]
+    stored = cfg.uploads / body["upload_id"] / "XDATCAR_LiX.gz"
+    assert stored.read_bytes() == xdatcar.read_bytes()
+    r2 = c.post(f"/upload?kind=incar&upload_id={body['upload_id']}", data=b"POTIM = 2\nNBLOCK = 5\n")
+    assert r2.get_json()["ok"]
+    assert trajectory_of_upload(cfg.uploads, body["upload_id"]) == stored.parent  # folder: XDATCAR + INCAR
+
+
+def test_upload_route_rejects_junk_oversize_empty_and_unknown_ids(cfg, xdatcar):
+    c = _client(cfg, max_bytes=50_000)
+    junk = c.post("/upload?name=XDATCAR", data=os.urandom(20_000)).get_json()
+    assert not junk["ok"] and "XDATCAR" in junk["error"]
+    big = c.post("/upload?name=XDATCAR", data=xdatcar.read_bytes() * 3)
+    assert big.status_code == 400 and "larger than" in big.get_json()["error"]
+    empty = c.post("/upload?name=XDATCAR", data=b"")
+    assert "empty" in empty.get_json()["error"]
+    bad_id = c.post("/upload?kind=incar&upload_id=../../etc", data=b"POTIM=1")
+    assert bad_id.status_code == 400
+    assert not any(cfg.uploads.iterdir())  # nothing half-written is left behind
+
+
+def test_run_analysis_stores_once_and_sliders_do_not_recluster(cfg, xdatcar):
+    seen = []
+    eid = analysis.run_analysis(cfg, xdatcar, Parameters(), timestep_fs=10, temperature_K=600, progress=lambda f, m: seen.append(f))
+    assert seen and max(seen) == 1.0
+    lib = Library(cfg.library_db)
+    entry = lib.get(eid)
+    assert entry.species == "Li" and entry.family == "Li-based" and json.loads(Path(entry.result).read_text())["hops"]
+    clusterings = list(cfg.stages.glob("clustering-*.npz"))
+    assert len(clusterings) == 1
+    # The same file again: the stored entry, at once.
+    assert analysis.run_analysis(cfg, xdatcar, Parameters(), timestep_fs=10, temperature_K=600) == eid
+    # A new process has no session in memory: it is rebuilt from the file and the cached clustering.
+    analysis._SESSIONS._d.clear()
+    r = analysis.result_for(cfg, entry, {"r_vib_A": 0.7, "n_max": 8})
+    assert r.params.r_vib_A == 0.7 and len(r.distribution.n) == 8
+    assert list(cfg.stages.glob("clustering-*.npz")) == clusterings
+    with pytest.raises(InputError, match="not a slider"):
+        analysis.result_for(cfg, entry, {"silhouette": "euclidean"})
