@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -48,11 +49,22 @@ def params_key(params: Parameters) -> str:
     return hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def material_name(path: Path) -> str:
+def material_name(path: Path, display_name: str | None = None) -> str:
+    """Material label: from the uploaded file's name, else from the run folder's name."""
     from iondiff_core.cli import material_of
+    from iondiff_core.io.xdatcar import strip_compression_suffix
 
-    name = path.name if path.is_dir() else path.parent.name if path.name.upper().startswith("XDATCAR") else path.stem
+    if display_name:
+        name = re.sub(r"^XDATCAR[_.-]?", "", strip_compression_suffix(display_name), flags=re.I)
+        name = re.sub(r"\.(xdatcar|extxyz|exyz|xyz|lammpstrj|dump|xml)$", "", name, flags=re.I) or display_name
+    else:
+        name = run_name(path)
     return material_of(name)
+
+
+def run_name(path: Path) -> str:
+    """A simulation's name: its folder for VASP runs (``LGPS_600K/XDATCAR``), else the file."""
+    return path.name if path.is_dir() else path.parent.name if path.name.upper().startswith("XDATCAR") else path.name
 
 
 def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None, temperature_K=None, progress=None, name=None) -> str:
@@ -76,15 +88,16 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     session = Session.open(source, params, cfg.stages, each, timestep_fs, temperature_K)
     result = session.result(params, each)
     doc = result.to_dict()
-    doc["input"]["source"] = name or source.name
+    name = name or run_name(source)
+    doc["input"]["source"] = name
     out = cfg.results / f"{digest[:32]}-{key}.json"
     write_atomic(out, report.dumps(doc))
     species = result.prep.species
     desc = dict(doc["descriptors"])
     desc.update({"mean_n": doc["pdf"]["mean_n"], "std_n": doc["pdf"]["std_n"], "pdf_b": doc["pdf"]["b"]})
     entry = library.add(
-        name=name or material_name(source),
-        material=material_name(source),
+        name=name,
+        material=material_name(source, name),
         family=family_of(species),
         species=species,
         temperature_K=result.prep.trajectory.temperature_K,
