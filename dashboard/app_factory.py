@@ -6,7 +6,7 @@ import diskcache
 from dash import Dash, Input, Output, dcc, html
 from flask_caching import Cache
 
-from dashboard import uploads
+from dashboard import auth, uploads
 from dashboard.config import Config
 
 
@@ -38,6 +38,7 @@ def create_app(data_dir=None, roots=None) -> Dash:
     )
     server = app.server
     server.secret_key = cfg.secret_key
+    auth.protect(server)
     server.register_blueprint(uploads.make_blueprint(cfg.uploads, cfg.max_upload_bytes))
     cache = Cache(server, config={
         "CACHE_TYPE": "FileSystemCache", "CACHE_DIR": str(cfg.flask_cache),

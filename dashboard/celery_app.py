@@ -24,3 +24,41 @@ celery_app.conf.update(
     result_expires=7 * 24 * 3600,
     broker_connection_retry_on_startup=True,
 )
+
+
+@celery_app.task(name="iondiff.analyse_simulation")
+def analyse_simulation(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature_K) -> dict:
+    """One simulation of ``python -m iondiff_core batch --celery``: the JSON is written to
+    ``out_json`` in the shared folder; only the small summary row comes back."""
+    from iondiff_core.cli import analyse_one
+
+    return analyse_one(path, out_json, params, cache_dir, timestep_fs, temperature_K)
+
+
+@celery_app.task(name="iondiff.analyse_into_library")
+def analyse_into_library(path: str, params: dict, timestep_fs=None, temperature_K=None, name=None) -> str:
+    """Analyse a trajectory on the shared data folder into the library; returns the entry id."""
+    from dashboard.analysis import run_analysis
+    from dashboard.config import Config
+    from iondiff_core.parameters import Parameters
+    from pathlib import Path
+
+    return run_analysis(Config.from_env(), Path(path), Parameters.from_dict(params), timestep_fs, temperature_K, name=name)
+
+
+def submit_batch(jobs, params: dict, cache_dir, timestep_fs, temperature_K, progress=None, timeout_s: float = 24 * 3600) -> list[dict]:
+    """Send each (name, path, out_json) of a batch to the workers; gather their rows."""
+    pending = {
+        analyse_simulation.delay(path, out_json, params, cache_dir, timestep_fs, temperature_K): name
+        for name, path, out_json in jobs
+    }
+    rows = []
+    for k, (res, name) in enumerate(pending.items(), 1):
+        try:
+            row = res.get(timeout=timeout_s, propagate=True)
+        except Exception as exc:  # noqa: BLE001 - a lost worker or a timeout is one failed row
+            row = {"path": "", "error": f"worker: {type(exc).__name__}: {exc}"}
+        rows.append({"name": name, **row})
+        if progress is not None:
+            progress("batch", k / len(pending), f"{name}: {row['error'] or 'ok'}")
+    return rows

@@ -140,3 +140,20 @@ def test_run_analysis_stores_once_and_sliders_do_not_recluster(cfg, xdatcar):
     assert list(cfg.stages.glob("clustering-*.npz")) == clusterings
     with pytest.raises(InputError, match="not a slider"):
         analysis.result_for(cfg, entry, {"silhouette": "euclidean"})
+
+
+def test_password_protection_when_enabled(tmp_path, monkeypatch):
+    import base64
+
+    from dashboard.app_factory import create_app
+
+    monkeypatch.setenv("IONDIFF_PASSWORD", "s3cret")
+    client = create_app(tmp_path / "data", roots=[]).server.test_client()
+    assert client.get("/").status_code == 401
+    assert client.get("/health").status_code == 200  # the container's health check stays open
+    good = base64.b64encode(b"lab:s3cret").decode()
+    bad = base64.b64encode(b"lab:nope").decode()
+    assert client.get("/", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+    assert client.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
+    monkeypatch.delenv("IONDIFF_PASSWORD")
+    assert create_app(tmp_path / "data2", roots=[]).server.test_client().get("/").status_code == 200

@@ -1,0 +1,33 @@
+# IonDiff dashboard: web (gunicorn) and Celery worker share this image.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    IONDIFF_DATA=/data \
+    IONDIFF_HOST=0.0.0.0 \
+    IONDIFF_PORT=8050
+
+RUN useradd --create-home --uid 1000 iondiff \
+ && mkdir -p /data /app \
+ && chown iondiff:iondiff /data
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY iondiff_core/ iondiff_core/
+COPY dashboard/ dashboard/
+COPY pages/ pages/
+COPY assets/ assets/
+COPY app.py .
+
+USER iondiff
+VOLUME ["/data"]
+EXPOSE 8050
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD python -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8050/health', timeout=4).status == 200 else 1)"
+
+# Several workers; threads let slider callbacks overlap while one is busy.
+CMD ["gunicorn", "--workers", "4", "--threads", "4", "--timeout", "300", "--bind", "0.0.0.0:8050", "app:server"]

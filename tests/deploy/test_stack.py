@@ -1,0 +1,124 @@
+"""The lab deployment on loopback: Redis, a Celery worker, gunicorn with two workers."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dashboard.storage import Library
+from iondiff_core.io import write_xdatcar
+from iondiff_core.synthetic import make_synthetic
+
+from .conftest import ROOT
+
+
+def browser():
+    from tests.conftest import pytest_setup_options
+
+    return webdriver.Chrome(options=pytest_setup_options())
+
+
+def until(driver, condition, timeout=60):
+    WebDriverWait(driver, timeout, ignored_exceptions=(Exception,)).until(lambda _: condition())
+
+
+def text(driver, css):
+    return driver.execute_script(f"var e = document.querySelector('{css}'); return e ? e.innerText : '';")
+
+
+def run_in_browser(driver, url, path, timestep="10"):
+    driver.get(url + "/")
+    until(driver, lambda: driver.find_element("css selector", "#trajectory-file"), 30)
+    driver.find_element("css selector", "#trajectory-file").send_keys(str(path))
+    until(driver, lambda: "uploaded" in text(driver, "#upload-status"), 60)
+    driver.find_element("css selector", "#timestep").send_keys(timestep)
+    driver.find_element("css selector", "#run-button").click()
+
+
+def get(url):
+    return urllib.request.urlopen(url, timeout=10).status
+
+
+def library_is_consistent(data):
+    """Every entry of the library has its files: no half-written result."""
+    from pathlib import Path
+
+    entries = Library(data / "library.sqlite").list()
+    return entries, all(Path(e.result).exists() and Path(e.trajectory).exists() for e in entries)
+
+
+def test_analysis_on_the_worker_seen_by_a_second_session(stack, tmp_path):
+    syn = make_synthetic(n_frames=1500, n_mobile=12, chain_sizes=(1, 2, 3), seed=5)
+    xd = tmp_path / "XDATCAR_LiStack.gz"
+    write_xdatcar(syn.trajectory, xd)
+    first, second = browser(), browser()
+    try:
+        run_in_browser(first, stack.url, xd)
+        until(first, lambda: "hops" in text(first, "#view-summary"), 120)
+        assert "6 hops" in text(first, "#view-summary")
+        second.get(stack.url + "/library")
+        until(second, lambda: "LiStack" in text(second, "#library-table"), 30)
+    finally:
+        first.quit()
+        second.quit()
+    assert b"background_callback_" in (stack.data / "worker.log").read_bytes()  # it ran on the worker
+    entries, ok = library_is_consistent(stack.data)
+    assert ok and len(entries) == 1
+
+
+def test_killed_worker_job_is_retried_and_the_app_keeps_serving(stack, tmp_path):
+    syn = make_synthetic(n_frames=12000, n_mobile=48, grid=5, chain_sizes=(1, 2, 3, 4) * 3, seed=9)
+    xd = tmp_path / "XDATCAR_LiKill.gz"
+    write_xdatcar(syn.trajectory, xd)
+    before = len(Library(stack.data / "library.sqlite").list())
+    driver = browser()
+    try:
+        run_in_browser(driver, stack.url, xd)
+        until(driver, lambda: "clustering ion" in text(driver, "#progress-text"), 90)
+        children = stack.worker_children()
+        assert children, "the worker has no pool process"
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)  # the process running the job dies mid-clustering
+        # The app keeps serving other users meanwhile, and nothing half-written appears.
+        for _ in range(5):
+            assert get(stack.url + "/health") == 200 and get(stack.url + "/library") == 200
+            entries, ok = library_is_consistent(stack.data)
+            assert ok and len(entries) == before
+            time.sleep(0.5)
+        # The worker reports the lost job and Celery redelivers it (acks late); it completes.
+        until(driver, lambda: "hops" in text(driver, "#view-summary"), 240)
+        log = (stack.data / "worker.log").read_text(errors="replace")
+        assert "WorkerLostError" in log or "exited" in log
+    finally:
+        driver.quit()
+    entries, ok = library_is_consistent(stack.data)
+    assert ok and len(entries) == before + 1
+
+
+def test_batch_cli_through_the_workers_matches_local(stack, tmp_path):
+    for k, temp in enumerate((500, 700)):
+        run = stack.sims / f"LiB_{temp}K"
+        run.mkdir()
+        write_xdatcar(make_synthetic(n_frames=1200, n_mobile=8, chain_sizes=(1, 2), seed=k).trajectory, run / "XDATCAR.gz")
+        (run / "INCAR").write_text(f"POTIM = 2\nNBLOCK = 5\nTEBEG = {temp}\n")
+    out = {}
+    for mode in ("local", "celery"):
+        out[mode] = stack.data / f"batch-{mode}"
+        cmd = [sys.executable, "-m", "iondiff_core", "batch", str(stack.sims), "--out-dir", str(out[mode]), "-q"]
+        r = subprocess.run(cmd + (["--celery"] if mode == "celery" else ["--jobs", "1"]), cwd=ROOT, env=stack.env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    rows = {m: {r["name"]: r for r in csv.DictReader(open(out[m] / "summary.csv"))} for m in out}
+    assert set(rows["local"]) == set(rows["celery"]) and len(rows["local"]) == 2
+    for name in rows["local"]:
+        assert rows["local"][name]["n_hops"] == rows["celery"][name]["n_hops"]
+        assert rows["local"][name]["D_tracer_cm2_s"] == rows["celery"][name]["D_tracer_cm2_s"]
+    assert json.loads((out["celery"] / "cross_simulation.json").read_text())["analysed"] == 2
