@@ -17,7 +17,7 @@ from dashboard.storage import Library
 from iondiff_core.io import write_xdatcar
 from iondiff_core.synthetic import make_synthetic
 
-from .conftest import ROOT
+from .stack import ROOT
 
 
 def browser():

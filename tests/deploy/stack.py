@@ -1,0 +1,102 @@
+"""Start a lab stack on loopback with the commands docker-compose.yml runs: redis-server,
+a Celery worker (``celery -A app:celery_app worker``) and ``gunicorn -w 2 app:server``.
+Used by the deployment tests and by ``benchmarks/load_test.py``."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if urllib.request.urlopen(url, timeout=2).status == 200:
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@dataclass
+class Stack:
+    url: str
+    env: dict
+    data: Path
+    sims: Path
+    procs: dict
+
+    def worker_children(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.procs["worker"].pid).children(recursive=True)]
+
+    def start_worker(self, concurrency: int = 1) -> None:
+        log = open(self.data / "worker.log", "ab")
+        self.procs["worker"] = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "app:celery_app", "worker", "--concurrency", str(concurrency),
+             "--loglevel", "info", "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        end = time.time() + 60
+        while time.time() < end and b"ready" not in (self.data / "worker.log").read_bytes():
+            time.sleep(0.3)
+
+
+def _stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@contextmanager
+def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurrency: int = 1):
+    """Redis, one Celery worker and gunicorn on free loopback ports; stopped on exit."""
+    redis_port, web_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "IONDIFF_DATA": str(data),
+        "IONDIFF_ROOTS": str(sims),
+        "IONDIFF_SECRET_KEY": "test-secret-key",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("IONDIFF_PASSWORD", None)
+    procs = {}
+    procs["redis"] = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, start_new_session=True,
+    )
+    s = Stack(f"http://127.0.0.1:{web_port}", env, data, sims, procs)
+    try:
+        s.start_worker(worker_concurrency)
+        procs["web"] = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", str(web_workers), "--threads", "2", "--timeout", "120", "-b", f"127.0.0.1:{web_port}", "app:server"],
+            cwd=ROOT, env=env, stdout=open(data / "web.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_http(s.url + "/health")
+        yield s
+    finally:
+        for p in procs.values():
+            _stop(p)
