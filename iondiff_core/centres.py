@@ -268,29 +268,22 @@ def _voxel_histogram(x: np.ndarray, voxel_A: float) -> tuple[np.ndarray, np.ndar
     return means, counts.astype(float)
 
 
-def _kmeans(x, points, weights, k, params: Parameters, max_lloyd: int = 30):
-    """Weighted k-means on the histogram, then Lloyd iterations on every frame."""
+def _kmeans(x, points, weights, k, params: Parameters):
+    """Weighted k-means on the histogram, then every frame labelled to its nearest centre.
+
+    Voxel positions are the exact means of their frames, so the histogram's weighted
+    centroids are the frames' centroids; the only approximation is that one voxel's
+    frames cannot be split between clusters (voxels are 0.1 Å).
+    """
     km = KMeans(n_clusters=k, n_init=params.kmeans_n_init, random_state=params.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on duplicate points
         km.fit(points, sample_weight=weights)
     mu = km.cluster_centers_
-    labels = None
-    for _ in range(max_lloyd):
-        new = np.argmin(_sqdist(x, mu), axis=1)
-        if labels is not None and np.array_equal(new, labels):
-            break
-        labels = new
-        counts = np.bincount(labels, minlength=len(mu)).astype(float)
-        keep = counts > 0
-        mu = _cluster_means(x, labels, counts)[keep]
-        if not keep.all():
-            labels = None  # an emptied cluster: relabel against the survivors
     labels = np.argmin(_sqdist(x, mu), axis=1)
     counts = np.bincount(labels, minlength=len(mu)).astype(float)
-    keep = counts > 0
-    if not keep.all():
-        mu = mu[keep]
+    if not (counts > 0).all():
+        mu = mu[counts > 0]
         labels = np.argmin(_sqdist(x, mu), axis=1)
         counts = np.bincount(labels, minlength=len(mu)).astype(float)
     return _cluster_means(x, labels, counts), labels
