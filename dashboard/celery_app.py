@@ -3,35 +3,94 @@
 No Dash import here: the engine's ``batch --celery`` uses it too. Large arrays never
 travel through Redis: tasks write results into the shared data folder and return small
 handles (paths, ids).
+
+Delivery: a job is acknowledged only when it has finished (``task_acks_late``), so a job
+whose worker process dies (killed, out of memory) is put back on the queue and run again
+by the next free worker. Each job may start at most ``IONDIFF_MAX_ATTEMPTS`` times (default
+3): a job that kills its worker every time is then reported failed instead of taking
+every worker down in turn. A job whose whole worker *host* disappears is redelivered when
+Redis' visibility timeout expires (the hard time limit plus 15 minutes), since until then
+it cannot be told from a job that is still running.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
-from celery import Celery
+from celery import Celery, Task
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+TIME_LIMIT_S = int(os.environ.get("IONDIFF_TASK_TIME_LIMIT_S", 6 * 3600))
+MAX_ATTEMPTS = int(os.environ.get("IONDIFF_MAX_ATTEMPTS", 3))
 
-celery_app = Celery("iondiff", broker=REDIS_URL, backend=REDIS_URL)
+
+class JobKeepsDying(RuntimeError):
+    """A job was delivered more than MAX_ATTEMPTS times: its worker process died each time."""
+
+
+class BoundedAttemptsTask(Task):
+    """Counts the starts of each job (in the result store) and refuses one started too often.
+
+    Dash's background callbacks are tasks of this app too (``CeleryManager`` creates them
+    with ``celery_app.task``), so the bound covers them; for those the refusal is written
+    where Dash looks for the callback's result, and the page reports the failure.
+    """
+
+    def __call__(self, *args, **kwargs):
+        attempt = self._count_attempt()
+        if attempt > MAX_ATTEMPTS:
+            msg = (
+                f"its worker process died {attempt - 1} time(s) while running it "
+                "(out of memory? killed?); it is not tried again"
+            )
+            if self.name.startswith("background_callback_") and args:
+                # args[0] is the result key the web process polls (dash CeleryManager protocol)
+                self.backend.set(args[0], json.dumps({"background_callback_error": {"msg": msg, "tb": ""}}))
+            raise JobKeepsDying(msg)
+        return super().__call__(*args, **kwargs)
+
+    def _count_attempt(self) -> int:
+        task_id = getattr(self.request, "id", None)
+        if not task_id or self.request.is_eager or not hasattr(self.backend, "incr"):
+            return 1
+        key = f"iondiff-attempts-{task_id}"
+        try:
+            n = int(self.backend.incr(key))
+            self.backend.expire(key, (MAX_ATTEMPTS + 1) * (TIME_LIMIT_S + 900))
+            return n
+        except Exception:  # noqa: BLE001 - counting is a safeguard; never fail a job for it
+            return 1
+
+
+celery_app = Celery("iondiff", broker=REDIS_URL, backend=REDIS_URL, task_cls=BoundedAttemptsTask)
 celery_app.conf.update(
     worker_prefetch_multiplier=1,  # a long analysis must not hold queued jobs hostage
     task_acks_late=True,  # a job whose worker dies is redelivered, not lost
     task_reject_on_worker_lost=True,
-    task_time_limit=int(os.environ.get("IONDIFF_TASK_TIME_LIMIT_S", 6 * 3600)),
-    task_soft_time_limit=int(os.environ.get("IONDIFF_TASK_SOFT_TIME_LIMIT_S", 6 * 3600 - 60)),
+    task_time_limit=TIME_LIMIT_S,
+    task_soft_time_limit=int(os.environ.get("IONDIFF_TASK_SOFT_TIME_LIMIT_S", TIME_LIMIT_S - 60)),
     worker_max_memory_per_child=int(os.environ.get("IONDIFF_WORKER_MAX_MEMORY_KB", 12 * 1024**2)),
+    # Redis redelivers an unacknowledged job after the visibility timeout (default 1 h):
+    # with acks_late it must outlast the longest job, or a running job is started twice.
+    broker_transport_options={"visibility_timeout": TIME_LIMIT_S + 900},
     result_expires=7 * 24 * 3600,
     broker_connection_retry_on_startup=True,
+    worker_cancel_long_running_tasks_on_connection_loss=False,  # acks_late redelivers them anyway
 )
 
 
 @celery_app.task(name="iondiff.analyse_simulation")
 def analyse_simulation(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature_K) -> dict:
-    """One simulation of ``python -m iondiff_core batch --celery``: the JSON is written to
-    ``out_json`` in the shared folder; only the small summary row comes back."""
+    """One simulation of ``python -m iondiff_core batch --celery``: the JSON is written
+    atomically to ``out_json`` (on the shared folder); only the small summary row comes back.
+    Without ``cache_dir`` the clustering goes to the deployment's shared stage cache."""
     from iondiff_core.cli import analyse_one
 
+    if not cache_dir:
+        from dashboard.config import Config
+
+        cache_dir = str(Config.from_env().stages)
     return analyse_one(path, out_json, params, cache_dir, timestep_fs, temperature_K)
 
 
@@ -47,18 +106,41 @@ def analyse_into_library(path: str, params: dict, timestep_fs=None, temperature_
 
 
 def submit_batch(jobs, params: dict, cache_dir, timestep_fs, temperature_K, progress=None, timeout_s: float = 24 * 3600) -> list[dict]:
-    """Send each (name, path, out_json) of a batch to the workers; gather their rows."""
-    pending = {
-        analyse_simulation.delay(path, out_json, params, cache_dir, timestep_fs, temperature_K): name
+    """Send each (name, path, out_json) of a batch to the workers; gather their rows
+    (the rows of :func:`iondiff_core.cli.analyse_one`, each with its "name").
+
+    Paths are sent as given: the workers must see the simulations and ``out_json`` at the
+    same paths (the shared mounts of the deployment). Ctrl-C revokes the jobs not done.
+    """
+    from pathlib import Path
+
+    pending = [
+        (analyse_simulation.delay(path, out_json, params, cache_dir, timestep_fs, temperature_K), name, path, out_json)
         for name, path, out_json in jobs
-    }
+    ]
     rows = []
-    for k, (res, name) in enumerate(pending.items(), 1):
+    try:
+        for k, (res, name, path, out_json) in enumerate(pending, 1):
+            try:
+                row = res.get(timeout=timeout_s, propagate=True)
+            except Exception as exc:  # noqa: BLE001 - a lost worker or a timeout is one failed row
+                row = {"path": path, "error": f"worker: {type(exc).__name__}: {exc}"}
+            if not row.get("error") and not Path(out_json).exists():
+                row["error"] = (
+                    f"a worker wrote {out_json}, which this machine does not see: "
+                    "give an --out-dir on the data folder the workers share"
+                )
+            rows.append({"name": name, **row})
+            if progress is not None:
+                progress("batch", k / len(pending), f"{name}: {row['error'] or 'ok'}")
+    except KeyboardInterrupt:
+        for res, *_ in pending:
+            if not res.ready():
+                res.revoke()
+        raise
+    finally:
         try:
-            row = res.get(timeout=timeout_s, propagate=True)
-        except Exception as exc:  # noqa: BLE001 - a lost worker or a timeout is one failed row
-            row = {"path": "", "error": f"worker: {type(exc).__name__}: {exc}"}
-        rows.append({"name": name, **row})
-        if progress is not None:
-            progress("batch", k / len(pending), f"{name}: {row['error'] or 'ok'}")
+            celery_app.backend.result_consumer.stop()  # no reconnect loop after the batch
+        except Exception:  # noqa: BLE001
+            pass
     return rows

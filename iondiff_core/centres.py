@@ -15,13 +15,12 @@ gives an exact O(T K) closed form (:func:`squared_silhouette`).
 from __future__ import annotations
 
 import multiprocessing
-import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.ndimage import uniform_filter1d
-from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
@@ -130,10 +129,11 @@ SILHOUETTES = {"squared": squared_silhouette, "euclidean": euclidean_silhouette}
 def cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
     """k-means of one ion's unwrapped positions (T, 3) in Å for K = 2, 3, ...
 
-    With ``params.k_max`` set, K runs to it. Otherwise K is raised in steps until the
-    best silhouette lies ``params.k_patience`` values below the largest K tried (or
-    ``k_max_limit`` or the number of distinct places is reached), so an ion visiting
-    many sites is not capped.
+    With ``params.k_max`` set, K runs to it. Otherwise K runs at least to 10 and to the
+    number of sites the ion dwells at (:func:`count_dwell_sites`) plus ``k_patience``,
+    and is raised further while the best silhouette lies within ``k_patience`` of the
+    largest K tried (up to ``k_max_limit`` or the number of distinct places), so an ion
+    visiting many sites is not capped.
     """
     # One thread: the histograms are small, and OpenMP threads oversubscribed by a
     # busy machine (or parallel workers) slow k-means down twentyfold.
@@ -147,7 +147,7 @@ def _cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
     silhouette = SILHOUETTES[params.silhouette]
     limit = params.k_max if params.k_max else params.k_max_limit
     limit = min(limit, n_distinct, len(x) - 1)
-    hi = min(limit, params.k_max or 10)
+    hi = min(limit, params.k_max or max(10, count_dwell_sites(x) + params.k_patience))
     ks, sils, cents = [], [], []
     k = 2
     while k <= hi:
@@ -175,8 +175,24 @@ def denoise_window(denoise_fs: float, timestep_fs: float | None) -> int:
 def denoise(positions_A: np.ndarray, window_frames: int) -> np.ndarray:
     """Sliding mean over ``window_frames`` frames (axis 0); the ends use the edge frame."""
     if window_frames <= 1:
-        return positions_A
+        return np.ascontiguousarray(positions_A)
     return uniform_filter1d(positions_A, window_frames, axis=0, mode="nearest")
+
+
+def count_dwell_sites(x: np.ndarray, cell_A: float = 0.5) -> int:
+    """Number of places an ion dwells at: connected blobs of the 0.5 Å grid cells that
+    hold at least 0.2 % of its frames (and 3). Transit frames are too sparse to count,
+    so sites farther apart than about a cell and a half are told apart."""
+    idx = np.floor((x - x.min(axis=0)) / cell_A).astype(np.int64)
+    shape = idx.max(axis=0) + 1
+    while np.prod(shape) > 4_000_000:  # a very long walk: coarser cells
+        cell_A *= 2
+        idx = np.floor((x - x.min(axis=0)) / cell_A).astype(np.int64)
+        shape = idx.max(axis=0) + 1
+    counts = np.zeros(shape, dtype=np.int32)
+    np.add.at(counts, tuple(idx.T), 1)
+    dense = counts >= max(3, 0.002 * len(x))
+    return int(ndimage.label(dense, structure=np.ones((3, 3, 3)))[1])
 
 
 def cluster_ions(
@@ -194,23 +210,25 @@ def cluster_ions(
     that many processes (not from inside a daemonic process, e.g. a Celery prefork
     worker, where it runs sequentially); the result does not depend on it.
     """
-    x = denoise(positions_A, denoise_window(params.denoise_fs, timestep_fs))
+    window = denoise_window(params.denoise_fs, timestep_fs)
+    x = positions_A
     n = x.shape[1]
     if n_jobs > 1 and n > 1 and not multiprocessing.current_process().daemon:
-        return Clustering(np.asarray(atoms), _cluster_parallel(x, params, progress, min(n_jobs, n)), params.silhouette)
+        return Clustering(np.asarray(atoms), _cluster_parallel(x, params, window, progress, min(n_jobs, n)), params.silhouette)
     ions = []
     for i in range(n):
-        ions.append(cluster_ion(x[:, i, :], params))
+        # Averaged one ion at a time: no second copy of every trajectory in memory.
+        ions.append(cluster_ion(denoise(x[:, i, :], window), params))
         if progress is not None:
             progress(i + 1, n)
     return Clustering(np.asarray(atoms), ions, params.silhouette)
 
 
-def _cluster_chunk(x: np.ndarray, params: Parameters) -> list[IonClustering]:
-    return [cluster_ion(x[:, i, :], params) for i in range(x.shape[1])]
+def _cluster_chunk(x: np.ndarray, params: Parameters, window: int) -> list[IonClustering]:
+    return [cluster_ion(denoise(x[:, i, :], window), params) for i in range(x.shape[1])]
 
 
-def _cluster_parallel(x: np.ndarray, params: Parameters, progress, n_jobs: int) -> list[IonClustering]:
+def _cluster_parallel(x: np.ndarray, params: Parameters, window: int, progress, n_jobs: int) -> list[IonClustering]:
     n = x.shape[1]
     # Small chunks keep the progress bar moving and the two cores evenly loaded.
     bounds = np.linspace(0, n, min(n, 4 * n_jobs) + 1).astype(int)
@@ -218,7 +236,7 @@ def _cluster_parallel(x: np.ndarray, params: Parameters, progress, n_jobs: int) 
     out: list = [None] * len(chunks)
     done = 0
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_cluster_chunk, np.ascontiguousarray(x[:, a:b]), params): k for k, (a, b) in enumerate(chunks)}
+        futures = {pool.submit(_cluster_chunk, np.ascontiguousarray(x[:, a:b]), params, window): k for k, (a, b) in enumerate(chunks)}
         for fut in as_completed(futures):
             k = futures[fut]
             out[k] = fut.result()
@@ -261,11 +279,59 @@ def _voxel_histogram(x: np.ndarray, voxel_A: float) -> tuple[np.ndarray, np.ndar
     """Distinct places of a cloud: voxel means and frame counts."""
     if voxel_A <= 0:
         return x, np.ones(len(x))
-    keys = np.floor(x / voxel_A).astype(np.int64)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
+    cells = np.floor(x / voxel_A).astype(np.int64)
+    cells -= cells.min(axis=0)
+    span = cells.max(axis=0) + 1
+    keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]  # one integer per voxel
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     means = np.stack([np.bincount(inverse, weights=x[:, d]) for d in range(3)], axis=1) / counts[:, None]
     return means, counts.astype(float)
+
+
+def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int = 10, seed: int = 0, max_iter: int = 300) -> np.ndarray:
+    """k-means of weighted points, all ``n_init`` restarts at once; the centres (k, 3)
+    of the restart with the lowest weighted inertia.
+
+    Each restart is seeded by k-means++ (D^2-weighted sampling) and refined by Lloyd
+    iterations until no centre moves by more than 1e-6 of the data's spread. Vectorised
+    over restarts: the histograms are small, so one call costs about a millisecond.
+    """
+    rng = np.random.default_rng(seed)
+    p = len(points)
+    w = weights / weights.sum()
+    centres = np.empty((n_init, k, 3))
+    centres[:, 0] = points[rng.choice(p, size=n_init, p=w)]
+    d2 = _sqdist_batch(points, centres[:, :1])[..., 0]  # (n_init, P)
+    for j in range(1, k):
+        prob = d2 * w
+        total = prob.sum(axis=1, keepdims=True)
+        prob = np.where(total > 0, prob / np.where(total > 0, total, 1), 1.0 / p)
+        pick = np.minimum((np.cumsum(prob, axis=1) < rng.random((n_init, 1))).sum(axis=1), p - 1)
+        centres[:, j] = points[pick]
+        d2 = np.minimum(d2, _sqdist_batch(points, centres[:, j : j + 1])[..., 0])
+    tol = 1e-12 * max(float(np.sum(np.var(points, axis=0))), 1e-12)
+    offsets = (np.arange(n_init) * k)[:, None]
+    for _ in range(max_iter):
+        labels = np.argmin(_sqdist_batch(points, centres), axis=2)  # (n_init, P)
+        idx = (labels + offsets).ravel()
+        wsum = np.bincount(idx, weights=np.tile(weights, n_init), minlength=n_init * k).reshape(n_init, k)
+        new = np.stack(
+            [np.bincount(idx, weights=np.tile(weights * points[:, d], n_init), minlength=n_init * k) for d in range(3)], axis=1
+        ).reshape(n_init, k, 3)
+        empty = wsum == 0
+        new = np.where(empty[..., None], centres, new / np.where(empty, 1, wsum)[..., None])
+        shift = np.max(np.sum((new - centres) ** 2, axis=2))
+        centres = new
+        if shift <= tol:
+            break
+    inertia = np.sum(np.min(_sqdist_batch(points, centres), axis=2) * weights, axis=1)
+    return centres[int(np.argmin(inertia))]
+
+
+def _sqdist_batch(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared distances (n_init, P, k) from points (P, 3) to each restart's centres (n_init, k, 3)."""
+    d = points[None, :, None, :] - centres[:, None, :, :]
+    return np.einsum("ipkd,ipkd->ipk", d, d)
 
 
 def _kmeans(x, points, weights, k, params: Parameters):
@@ -275,11 +341,7 @@ def _kmeans(x, points, weights, k, params: Parameters):
     centroids are the frames' centroids; the only approximation is that one voxel's
     frames cannot be split between clusters (voxels are 0.1 Å).
     """
-    km = KMeans(n_clusters=k, n_init=params.kmeans_n_init, random_state=params.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning on duplicate points
-        km.fit(points, sample_weight=weights)
-    mu = km.cluster_centers_
+    mu = weighted_kmeans(points, weights, k, params.kmeans_n_init, params.seed)
     labels = np.argmin(_sqdist(x, mu), axis=1)
     counts = np.bincount(labels, minlength=len(mu)).astype(float)
     if not (counts > 0).all():

@@ -236,7 +236,6 @@ def _find_chain(size, occupant, current, where, steps, site_index, rng, exclude=
         chain = []
         used = {exclude}
         hole = vac
-        hole_pos = None
         for _ in range(size):
             options = []
             for st in rng.permutation(len(steps)):

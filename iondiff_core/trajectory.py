@@ -152,15 +152,20 @@ def unwrap(traj: Trajectory, atoms: np.ndarray | None = None, remove_drift: bool
     return out
 
 
-def _unwrap_atoms(traj: Trajectory, sel: np.ndarray) -> np.ndarray:
-    frac = traj.positions_frac[:, sel, :]
-    steps = np.diff(frac, axis=0)
-    steps -= np.floor(steps + 0.5)  # fold into [-0.5, 0.5)
-    out = np.empty(frac.shape, dtype=np.float64)
-    out[0] = frac[0] @ traj.cells[0]
-    # Step t -> t+1 converted with the cell of frame t+1 (the frame the step arrives at).
-    out[1:] = np.einsum("tnj,tjk->tnk", steps, traj.cells[1:], optimize=True)
-    np.cumsum(out, axis=0, out=out)
+def _unwrap_atoms(traj: Trajectory, sel: np.ndarray, block_frames: int = 2048) -> np.ndarray:
+    """Unwrap in blocks of frames, so temporaries stay a small fraction of the output."""
+    n_frames = traj.n_frames
+    out = np.empty((n_frames, len(sel), 3), dtype=np.float64)
+    out[0] = traj.positions_frac[0, sel, :] @ traj.cells[0]
+    for a in range(1, n_frames, block_frames):
+        b = min(n_frames, a + block_frames)
+        frac = traj.positions_frac[a - 1 : b][:, sel, :]
+        steps = np.diff(frac, axis=0)
+        steps -= np.floor(steps + 0.5)  # fold into [-0.5, 0.5)
+        # Step t -> t+1 converted with the cell of frame t+1 (the frame it arrives at).
+        np.einsum("tnj,tjk->tnk", steps, traj.cells[a:b], out=out[a:b], optimize=True)
+        np.cumsum(out[a:b], axis=0, out=out[a:b])
+        out[a:b] += out[a - 1]
     return out
 
 

@@ -113,7 +113,8 @@ def _msd_sum_fft(x: np.ndarray, max_lag: int) -> np.ndarray:
     """
     T, C = x.shape
     nfft = scipy.fft.next_fast_len(T + max_lag, real=True)
-    block = max(1, _FFT_BLOCK_ELEMENTS // nfft)
+    # At least ~8 column blocks, so the FFT's temporaries stay well below the input's size.
+    block = max(1, min(_FFT_BLOCK_ELEMENTS // nfft, -(-C // 8)))
     sq = np.zeros(T)
     power = np.zeros(nfft // 2 + 1)
     for c0 in range(0, C, block):  # loop over column blocks only (bounded memory)

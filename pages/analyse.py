@@ -117,6 +117,14 @@ def _alert(message, kind="error"):
     return html.Div(message, className=f"alert-{kind}")
 
 
+def _job_failed(exc):
+    """The job died outside the callback's own error handling (a Celery worker refused a
+    job whose worker process kept dying): say so on the page."""
+    msg = str(exc).split("background callback:", 1)[-1].split("\n", 1)[0].strip() or type(exc).__name__
+    log.error("background job failed: %s", msg)
+    return no_update, _alert(f"the analysis failed: {msg}")
+
+
 def _sliders(sil, rvib, ref_mode, ref_q, width, n_max) -> dict:
     return {
         "silhouette_threshold": float(sil), "r_vib_A": float(rvib),
@@ -169,6 +177,7 @@ def register(app, cfg, cache):
         progress=[Output("progress-bar", "value"), Output("progress-text", "children")],
         cancel=[Input("cancel-button", "n_clicks")],
         prevent_initial_call=True,
+        on_error=_job_failed,
     )
     def run_job(set_progress, _, source, species, timestep, temperature):
         try:

@@ -46,16 +46,23 @@ class Stack:
 
         return [c.pid for c in psutil.Process(self.procs["worker"].pid).children(recursive=True)]
 
-    def start_worker(self, concurrency: int = 1) -> None:
-        log = open(self.data / "worker.log", "ab")
+    def start_worker(self, concurrency: int = 1, **extra_env) -> None:
+        path = self.data / "worker.log"
+        offset = path.stat().st_size if path.exists() else 0
+        log = open(path, "ab")
         self.procs["worker"] = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "app:celery_app", "worker", "--concurrency", str(concurrency),
              "--loglevel", "info", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT, env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         end = time.time() + 60
-        while time.time() < end and b"ready" not in (self.data / "worker.log").read_bytes():
+        while time.time() < end and b"ready" not in path.read_bytes()[offset:]:
             time.sleep(0.3)
+
+    def restart_worker(self, concurrency: int = 1, **extra_env) -> None:
+        """Stop the worker (warm shutdown) and start a new one, with ``extra_env`` set."""
+        _stop(self.procs.pop("worker"))
+        self.start_worker(concurrency, **extra_env)
 
 
 def _stop(p: subprocess.Popen) -> None:

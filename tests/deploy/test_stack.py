@@ -9,7 +9,6 @@ import sys
 import time
 import urllib.request
 
-import pytest
 from selenium import webdriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -17,7 +16,7 @@ from dashboard.storage import Library
 from iondiff_core.io import write_xdatcar
 from iondiff_core.synthetic import make_synthetic
 
-from .stack import ROOT
+from .stack import ROOT, _stop, free_port, wait_http
 
 
 def browser():
@@ -53,6 +52,39 @@ def library_is_consistent(data):
 
     entries = Library(data / "library.sqlite").list()
     return entries, all(Path(e.result).exists() and Path(e.trajectory).exists() for e in entries)
+
+
+def status(url, auth=None):
+    """HTTP status of a GET, with optional Basic credentials (user, password)."""
+    import base64
+    import urllib.error
+
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        return urllib.request.urlopen(req, timeout=10).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_health_endpoint_and_optional_password(stack):
+    assert get(stack.url + "/health") == 200 and get(stack.url + "/") == 200  # no password: open
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**stack.env, "IONDIFF_PASSWORD": "s3cret", "IONDIFF_USER": "lab"}
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "app:server"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        wait_http(url + "/health")  # the health endpoint stays open for the container HEALTHCHECK
+        assert status(url + "/") == 401
+        assert status(url + "/_dash-layout") == 401 and status(url + "/library") == 401
+        assert status(url + "/", ("lab", "wrong")) == 401 and status(url + "/", ("other", "s3cret")) == 401
+        assert status(url + "/", ("lab", "s3cret")) == 200 and status(url + "/_dash-layout", ("lab", "s3cret")) == 200
+    finally:
+        _stop(web)
 
 
 def test_analysis_on_the_worker_seen_by_a_second_session(stack, tmp_path):
@@ -103,6 +135,31 @@ def test_killed_worker_job_is_retried_and_the_app_keeps_serving(stack, tmp_path)
     assert ok and len(entries) == before + 1
 
 
+def test_job_whose_worker_keeps_dying_is_reported_failed(stack, tmp_path):
+    """A job that kills its worker process every time is tried a bounded number of times
+    (IONDIFF_MAX_ATTEMPTS), then reported failed on the page, not redelivered forever."""
+    syn = make_synthetic(n_frames=8000, n_mobile=48, grid=5, chain_sizes=(1, 2, 3, 4) * 2, seed=13)
+    xd = tmp_path / "XDATCAR_LiDies.gz"
+    write_xdatcar(syn.trajectory, xd)
+    before = len(Library(stack.data / "library.sqlite").list())
+    stack.restart_worker(IONDIFF_MAX_ATTEMPTS="1")
+    driver = browser()
+    try:
+        run_in_browser(driver, stack.url, xd)
+        until(driver, lambda: "clustering ion" in text(driver, "#progress-text"), 90)
+        for pid in stack.worker_children():
+            os.kill(pid, signal.SIGKILL)
+        until(driver, lambda: "worker process died" in text(driver, "#run-error"), 60)
+        assert driver.execute_script("return document.querySelector('#run-button').disabled") is False
+        assert get(stack.url + "/health") == 200 and get(stack.url + "/library") == 200
+    finally:
+        driver.quit()
+        stack.restart_worker()
+    entries, ok = library_is_consistent(stack.data)
+    assert ok and len(entries) == before
+    assert "JobKeepsDying" in (stack.data / "worker.log").read_text(errors="replace")
+
+
 def test_batch_cli_through_the_workers_matches_local(stack, tmp_path):
     for k, temp in enumerate((500, 700)):
         run = stack.sims / f"LiB_{temp}K"
@@ -122,3 +179,16 @@ def test_batch_cli_through_the_workers_matches_local(stack, tmp_path):
         assert rows["local"][name]["n_hops"] == rows["celery"][name]["n_hops"]
         assert rows["local"][name]["D_tracer_cm2_s"] == rows["celery"][name]["D_tracer_cm2_s"]
     assert json.loads((out["celery"] / "cross_simulation.json").read_text())["analysed"] == 2
+
+
+def test_load_script_against_the_stack(stack, capsys):
+    """benchmarks/load_test.py (all HTTP: upload, signed background-callback handles polled
+    across both gunicorn workers, page loads) runs clean on a small bounded load."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("load_test", ROOT / "benchmarks" / "load_test.py")
+    load_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load_test)
+    stats = load_test.run(stack.url, n_analyses=2, n_pages=40, concurrency=4, max_seconds=90, ions=12, frames=1500)
+    assert len(stats["ana"]) == 2 and len(stats["page"]) == 40, capsys.readouterr().out
+    assert not stats["ana_err"] and not stats["page_err"]

@@ -8,6 +8,7 @@ from iondiff_core.centres import (
     Clustering,
     cluster_ion,
     cluster_ions,
+    count_dwell_sites,
     denoise_window,
     euclidean_silhouette,
     select,
@@ -118,3 +119,9 @@ def test_parallel_clustering_gives_the_same_result(planted):
     assert seen[-1] == 6
     for a, b in zip(one.ions, two.ions):
         assert np.array_equal(a.ks, b.ks) and np.array_equal(a.silhouette, b.silhouette)
+
+
+def test_count_dwell_sites():
+    centres = np.stack([np.arange(15) * 2.5, np.zeros(15), np.zeros(15)], axis=1)
+    assert count_dwell_sites(blobs(centres, 300, 0.12)) == 15
+    assert count_dwell_sites(blobs([[0, 0, 0]], 2000, 0.2)) == 1

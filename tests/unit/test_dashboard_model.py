@@ -1,6 +1,5 @@
 """The dashboard's layers below the pages: storage, uploads and paths, analysis model."""
 
-import io
 import json
 import os
 from pathlib import Path

@@ -1,0 +1,241 @@
+"""Validation on the real AIMD trajectories of ../shared/data/real; writes docs/VALIDATION.md.
+
+1. This engine (defaults) on every trajectory: hops, the METHOD.md section 7 consistency
+   (ions that moved > 2 Å and have hops, hop-implied against measured MSD), hop length
+   and duration, <n>, tracer D (FFT MSD, checked against a brute-force MSD).
+2. An ablation on Li6PS5Cl_500K_50p_run1 from IonDiff 1.6 itself, through an
+   IonDiff-like configuration of this engine, one factor at a time, to the defaults.
+3. The same variants on planted-hop trajectories (precision and recall), so the better
+   default is shown to keep the precision.
+
+    python benchmarks/validate_real.py        # ~10 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+import tempfile
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from iondiff_core import pipeline  # noqa: E402
+from iondiff_core.io import find_simulations, read_trajectory  # noqa: E402
+from iondiff_core.io.xdatcar import open_decompressed  # noqa: E402
+from iondiff_core.parameters import Parameters  # noqa: E402
+from iondiff_core.synthetic import make_synthetic, match_hops  # noqa: E402
+from iondiff_core.trajectory import unwrap  # noqa: E402
+
+REAL = ROOT.parent / "shared" / "data" / "real"
+KEY_RUN = "Li6PS5Cl_500K_50p_run1"
+
+VARIANTS = [
+    ("IonDiff-like: euclidean silhouette, K <= 10, r_vib 0.4 Å fixed, raw positions",
+     dict(silhouette="euclidean", k_max=10, hop_rule="paper", denoise_fs=0, r_vib_A=0.4)),
+    ("+ paper's squared silhouette (eqs 7-9)", dict(k_max=10, hop_rule="paper", denoise_fs=0, r_vib_A=0.4)),
+    ("+ K chosen from the data", dict(hop_rule="paper", denoise_fs=0, r_vib_A=0.4)),
+    ("+ r_vib 0.5 Å (paper)", dict(hop_rule="paper", denoise_fs=0)),
+    ("+ clustering on 300 fs averages", dict(hop_rule="paper")),
+    ("+ per-centre thermal cloud radius = defaults", dict()),
+]
+
+
+def brute_force_msd(x: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    return np.array([np.mean(np.sum((x[m:] - x[:-m]) ** 2, axis=2)) if m else 0.0 for m in lags])
+
+
+def summarize(result) -> dict:
+    c = result.consistency.summary()
+    d = result.descriptors
+    return {
+        "hops": len(result.hops),
+        "ions_with_hops": d["ions_with_hops"],
+        "k_gt_1": int(np.sum(result.centres.k > 1)),
+        "moved": c["ions_moved"],
+        "moved_with_hops": c["ions_moved_with_hops"],
+        "msd": c["msd_measured_A2"],
+        "msd_hops": c["msd_from_hops_A2"],
+        "resid": c["residual_mean_A"],
+        "len": d["hop_length_mean_A"],
+        "dur": d["hop_duration_mean_ps"],
+        "mean_n": result.distribution.mean_n,
+        "D": d.get("D_tracer_cm2_s"),
+        "unresolved": d["n_hops_unresolved"],
+        "groups": len(result.correlations.groups),
+    }
+
+
+def run_iondiff(folder: Path, tmp: Path):
+    """IonDiff 1.6 on a VASP run folder: (hops on the mobile species, ions with hops, seconds)."""
+    from IonDiff.identify_diffusion import xdatcar
+
+    work = tmp / folder.name
+    work.mkdir(parents=True, exist_ok=True)
+    with open_decompressed(next(folder.glob("XDATCAR*"))) as src, open(work / "XDATCAR", "wb") as dst:
+        for line in src:
+            parts = line.split()
+            # IonDiff rejects the species label pymatgen writes after each coordinate.
+            dst.write(b" ".join(parts[:3]) + b"\n" if len(parts) == 4 and parts[3][:1].isalpha() else line)
+    shutil.copy(folder / "INCAR", work / "INCAR")
+    traj = read_trajectory(work)
+    mobile = set(traj.indices(traj.default_mobile_species()).tolist())
+    args = Namespace(MD_path=str(work), classifier="K-means", n_attempts=10, silhouette_thd=0.7, distance_thd=0.4, make_plot=False)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        hops = xdatcar(args).get_diffusion(args)
+    hops = [h for h in hops if h[0] in mobile]
+    return len(hops), len({h[0] for h in hops}), time.perf_counter() - t0
+
+
+def planted_scores(params: dict) -> str:
+    out = []
+    for label, kw in (("cold", dict(vib_A=0.1)), ("hot", dict(vib_A=0.3, spacing_A=3.0, transit_frames=(3, 6), timestep_fs=20.0))):
+        syn = make_synthetic(n_frames=5000, n_mobile=16, chain_sizes=(1, 2, 3, 4, 1, 2), long_walker_hops=12, seed=3, **kw)
+        r = pipeline.analyze(syn.trajectory, Parameters(**params))
+        h = r.hops
+        pairs = match_hops(h.ion, h.start, h.end, syn.hops, tol=4)
+        out.append(f"{label}: P {len(pairs) / max(1, len(h)):.2f} R {len(pairs) / len(syn.hops):.2f}")
+    return "; ".join(out)
+
+
+def fmt(v, spec=".3g"):
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
+
+
+def main():
+    if not REAL.exists():
+        sys.exit(f"{REAL} not found")
+    lines = []
+    w = lines.append
+    sims = sorted(find_simulations(REAL), key=lambda p: p.name)
+    print(f"{len(sims)} trajectories", flush=True)
+    rows, dcheck = [], []
+    for sim in sims:
+        t0 = time.perf_counter()
+        try:
+            session = pipeline.Session.open(sim, Parameters(), n_jobs=2)
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            rows.append((sim.name, None, f"{type(exc).__name__}: {exc}"))
+            continue
+        r = session.result()
+        rows.append((sim.name, summarize(r), f"{time.perf_counter() - t0:.1f} s"))
+        if r.transport is not None:
+            m = r.transport.msd
+            lags = np.unique(np.linspace(1, len(m.lag_ps) - 1, 5).astype(int))
+            bf = brute_force_msd(session.prep.positions_A, lags)
+            dcheck.append((sim.name, float(np.max(np.abs(bf - m.tracer_A2[lags]) / bf))))
+        print(sim.name, rows[-1][2], flush=True)
+
+    key = next(p for p in sims if p.name == KEY_RUN)
+    abl = []
+    session = None
+    for label, kw in VARIANTS:
+        p = Parameters(**kw)
+        if session is None or session.params.clustering_key() != p.clustering_key():
+            session = pipeline.Session.open(key, p, n_jobs=2)
+        abl.append((label, summarize(session.result(p)), planted_scores(kw)))
+        print("ablation:", label, flush=True)
+    spatial = pipeline.Session.open(key, Parameters(), n_jobs=2).result(Parameters(pair_distance_A=3.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        iondiff = {}
+        for name in (KEY_RUN, "LGPS_600K", "Na3PS4_800K"):
+            iondiff[name] = run_iondiff(REAL / name, Path(tmp))
+            print("IonDiff:", name, iondiff[name], flush=True)
+
+    traj = read_trajectory(key)
+    x = unwrap(traj, traj.indices("Li"))
+    net = np.linalg.norm(x[-7:].mean(0) - x[:7].mean(0), axis=1)
+    first_last = np.linalg.norm(x[-1] - x[0], axis=1)
+
+    w("# Validation on real AIMD trajectories\n")
+    w("Produced by `python benchmarks/validate_real.py` from the trajectories in `../shared/data/real/` "
+      "(see its README for their sources). Nothing here is run in CI.\n")
+    w("## 1. Why IonDiff 1.6 misses most hops on real AIMD, and what the defaults change\n")
+    w(f"On `{KEY_RUN}` (Li6PS5Cl, 500 K, 192 Li, 140 frames 100 fs apart), {int(np.sum(first_last > 2))} of 192 Li end "
+      f"more than 2 Å from where they started (first against last frame; {int(np.sum(net > 2))} when the first and last "
+      f"0.7 ps are averaged, which is the consistency check's definition). IonDiff 1.6 with its defaults (run here through "
+      f"its own classes) reports {iondiff[KEY_RUN][0]} hops for {iondiff[KEY_RUN][1]} Li. METHOD.md quotes 10 hops for 9 Li, "
+      "and GEMDAT, a site-based tool, counts 1353 jumps on the same file.\n")
+    w("Each row switches one factor, from an IonDiff-like configuration of this engine to its defaults. "
+      "*moved* = ions whose net displacement exceeds 2 Å; *P/R* = precision and recall on planted hops (tolerance "
+      "4 frames) in a cold trajectory (noise 0.1 Å, 10 fs frames) and a hot one (noise 0.3 Å per axis, 20 fs frames, "
+      "3-6 frame transits).\n")
+    w("| configuration | ions K>1 | hops | moved with hops / moved | MSD from hops / measured (Å²) | mean residual (Å) | planted hops |")
+    w("|---|---|---|---|---|---|---|")
+    w(f"| IonDiff 1.6 itself (distance_thd 0.4 Å) | | {iondiff[KEY_RUN][0]} | {iondiff[KEY_RUN][1]} ions with hops | | | |")
+    for label, s, pl in abl:
+        w(f"| {label} | {s['k_gt_1']} | {s['hops']} | {s['moved_with_hops']} / {s['moved']} | {s['msd_hops']:.1f} / {s['msd']:.1f} | "
+          f"{s['resid']:.2f} | {pl} |")
+    w("")
+    w("""What each factor does:
+
+- **Silhouette.** The paper defines the silhouette with *squared* distances (eqs 7-9); IonDiff calls
+  scikit-learn's, which uses plain distances. For a hot ion whose two sites are barely resolved, the
+  Euclidean silhouette stays below the 0.7 threshold, so K = 1 and the ion "never left its site".
+  This is the main cause of IonDiff's missing hops. The squared form also has an exact O(T K) closed
+  form (`iondiff_core/centres.py`), where scikit-learn's is O(T^2).
+- **K_max.** IonDiff fixes K <= 10, so an ion that visits more sites is merged into fewer clusters
+  or rejected. Here K grows until the silhouette has fallen for four values past its best.
+- **Frame spacing against thermal motion.** At 500 K with frames 100 fs apart, one frame to the next
+  moves a Li by 0.5 Å (median), as wide as r_vib. Under the paper's fixed radius most frames of a
+  vibrating ion look "in transit": thousands of failed attempts, and hops missed when an ion is
+  never within r_vib of its centre. Two changes, both on by default and both switchable back:
+  clustering on positions averaged over 300 fs (`denoise_fs`; hops are still found on the raw
+  positions), and a vibration radius per centre equal to the larger of r_vib and the 95 % quantile
+  of that centre's own frame distances, capped at 45 % of the distance to the ion's nearest other
+  centre (`hop_rule="cloud"`).
+- **Centres closer than 2 r_vib** cannot be told apart by the hop rule; such a K is not chosen
+  (this matters once positions are averaged: a single site wandering slowly can otherwise be split).
+
+The paper's rules stay available: `Parameters(silhouette="euclidean", k_max=10, denoise_fs=0,
+hop_rule="paper")` (or the same command-line flags) reproduce IonDiff's behaviour.
+""")
+    w("With 100 fs frames, many hops take less than one frame. They are kept, timed as one frame, and "
+      "flagged `resolved=false`, and the analysis warns that the sampling is too coarse to time them.\n")
+    w("## 2. Concerted groups at this sampling\n")
+    s = abl[-1][1]
+    w(f"With the defaults the run has {s['hops']} hops in {s['groups']} group(s). With so many transits overlapping "
+      "in every 100 fs frame, the paper's purely temporal criterion links almost every hop to another one, and the "
+      "connected components percolate into one group; the engine warns about this. The optional spatial criterion "
+      "`pair_distance_A` (a correlated pair must also come within that distance) restores "
+      f"meaningful groups: with 3 Å there are {len(spatial.correlations.groups)} groups, <n> (n >= 2) = "
+      f"{spatial.distribution.mean_n:.1f} ± {spatial.distribution.std_n:.1f}, and the pdf fits "
+      f"A exp(-b n) with b = {spatial.distribution.fit.b:.2f} ± {spatial.distribution.fit.b_err:.2f}.\n")
+    w("## 3. Every trajectory, defaults\n")
+    w("| trajectory | hops | moved with hops / moved | MSD from hops / measured (Å²) | hop length (Å) | hop duration (ps) | <n> | D tracer (cm²/s) | time |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for name, s, t in rows:
+        if s is None:
+            w(f"| {name} | {t} | | | | | | | |")
+            continue
+        w(f"| {name} | {s['hops']} | {s['moved_with_hops']} / {s['moved']} | {fmt(s['msd_hops'], '.1f')} / {fmt(s['msd'], '.1f')} | "
+          f"{fmt(s['len'])} | {fmt(s['dur'])} | {fmt(s['mean_n'])} | {fmt(s['D'])} | {t} |")
+    w("")
+    w("IonDiff 1.6 on the other runs it can read (species labels stripped into a temporary copy: its reader "
+      "rejects the pymatgen-style label after each coordinate):\n")
+    for name, (n, ions, t) in iondiff.items():
+        w(f"- `{name}`: {n} hops for {ions} ions ({t:.0f} s).")
+    w("\nIonDiff is not run on `LGPS_650K_Li_only` (13979 frames: its O(T^2) silhouette takes minutes per ion) "
+      "nor on the extended-XYZ `Li7P3S11` (it reads only XDATCAR).\n")
+    w("## 4. Tracer D\n")
+    w("The tracer D comes from a linear fit of the time-origin-averaged MSD (FFT algorithm) over 20-100 % of "
+      "lags up to half the run. The MSD agrees with a brute-force average over all time origins to "
+      f"{max(e for _, e in dcheck):.1e} (largest relative difference over all trajectories, five lags each). Note "
+      "that the runs are short (14 ps for the argyrodites), so D carries a statistical uncertainty of tens of "
+      "percent that the fit's standard error does not show (neighbouring MSD points are correlated). kinisi 2.1 "
+      "agreed with this MSD on LGPS_600K within 0.34 % at all lags once its first lag (one frame, not zero) and "
+      "drift removal were matched (checked by hand while building `transport.py`; kinisi is not a dependency).\n")
+    (ROOT / "docs" / "VALIDATION.md").write_text("\n".join(lines) + "\n")
+    print("wrote docs/VALIDATION.md")
+
+
+if __name__ == "__main__":
+    main()
