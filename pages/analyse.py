@@ -12,9 +12,10 @@ from dash import Input, Output, State, dash_table, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboard import analysis
-from dashboard.figures import GRAPH_CONFIG, correlation_heatmaps, descriptor_table, hop_paths_3d, msd, n_distribution, timeline, van_hove
+from dashboard.figures import GRAPH_CONFIG, correlation_heatmaps
 from dashboard.storage import Library
 from dashboard.uploads import list_server_simulations, resolve_server_path, trajectory_of_upload
+from dashboard.views import analyse_views
 from iondiff_core import report
 from iondiff_core.errors import InputError
 from iondiff_core.io import sniff_species
@@ -200,24 +201,7 @@ def register(app, cfg, cache):
 
     @cache.memoize()
     def views(entry_id: str, sliders_json: str, color_by: str, group):
-        entry = Library(cfg.library_db).get(entry_id)
-        if entry is None:
-            raise InputError("this result is no longer in the library")
-        result = analysis.result_for(cfg, entry, json.loads(sliders_json))
-        heat = correlation_heatmaps.process_data(result)
-        return {
-            "3d": hop_paths_3d.create_figure(hop_paths_3d.process_data(result, color_by, group)),
-            "timeline": timeline.create_figure(timeline.process_data(result, group)),
-            "heatmaps": correlation_heatmaps.create_figure(heat),
-            "heat_data": {"factor": heat.get("factor"), "group_at": heat.get("group_at"), "empty": heat.get("empty")},
-            "pdf": n_distribution.create_figure(n_distribution.process_data(result.distribution, result.mechanisms.counts())),
-            "msd": msd.create_figure(msd.process_data(result)),
-            "vanhove": van_hove.create_figure(van_hove.process_data(result)),
-            "table": descriptor_table.process_data(result.descriptors, result.consistency.summary()),
-            "warnings": result.warnings,
-            "status": f"{entry.name}: {len(result.hops)} hops, {len(result.correlations.groups)} groups, "
-                      f"{int((result.correlations.sizes > 1).sum())} concerted; reference level {result.reference_level:.4g}",
-        }
+        return analyse_views(cfg, entry_id, json.loads(sliders_json), color_by, group)
 
     @app.callback(
         Output("graph-3d", "figure"), Output("graph-timeline", "figure"), Output("graph-heatmaps", "figure"),

@@ -108,18 +108,35 @@ class DecompressedStream(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        """Return up to about ``size`` bytes (may be more for compressed data), b'' at the end."""
-        if self._pending:
-            out, self._pending = self._pending, b""
-            return out
+        """Return at most ``size`` bytes (all the rest if ``size`` < 0), b'' at the end."""
+        if size is None or size < 0:
+            parts = [self._pending]
+            self._pending = b""
+            while chunk := self._next_chunk(_RAW_READ):
+                parts.append(chunk)
+            return b"".join(parts)
+        if not self._pending:
+            self._pending = self._next_chunk(size)
+        out, self._pending = self._pending[:size], self._pending[size:]
+        return out
+
+    readall = read
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _next_chunk(self, size: int) -> bytes:
+        """The next piece of the decompressed data (any length), b'' at the end."""
         if self._eof:
             return b""
         if self._dec is None:
             try:
-                return self._f.read(size if size and size > 0 else -1)
+                return self._f.read(max(size, 1))
             except OSError as e:
                 raise InputError(f"{self.path}: read error ({e.strerror or e})") from None
-        size = _RAW_READ if size is None or size < 0 else max(size // 4, 65536)
+        size = max(size // 4, 65536)  # compressed bytes to read: text compresses about 4x
         while True:
             raw = self._f.read(size)
             if not raw:

@@ -11,6 +11,7 @@ from dashboard import analysis
 from dashboard.config import Config
 from dashboard.storage import Library, write_atomic
 from dashboard.uploads import make_blueprint, resolve_server_path, safe_name, trajectory_of_upload
+from dashboard.views import analyse_views
 from iondiff_core.errors import InputError
 from iondiff_core.io import write_xdatcar
 from iondiff_core.parameters import Parameters
@@ -139,6 +140,21 @@ def test_run_analysis_stores_once_and_sliders_do_not_recluster(cfg, xdatcar):
     assert list(cfg.stages.glob("clustering-*.npz")) == clusterings
     with pytest.raises(InputError, match="not a slider"):
         analysis.result_for(cfg, entry, {"silhouette": "euclidean"})
+
+
+def test_analyse_views_draws_every_figure_with_units_and_follows_sliders(cfg, xdatcar):
+    eid = analysis.run_analysis(cfg, xdatcar, Parameters(), timestep_fs=10, temperature_K=600)
+    v = analyse_views(cfg, eid, {})
+    for key in ("timeline", "pdf", "msd"):
+        layout = v[key].layout
+        assert layout.xaxis.title.text and "(" in layout.xaxis.title.text, key  # unit in parentheses
+    assert v["3d"].layout.scene.xaxis.title.text.endswith("(Å)")
+    units = {row["descriptor"]: row["unit"] for row in v["table"]}
+    assert units["D tracer"] == "cm²/s" and units["hop length mean"] == "Å"
+    wider = analyse_views(cfg, eid, {"n_max": 5})
+    assert len(wider["pdf"].data[0].x) == 5 and len(v["pdf"].data[0].x) == 20
+    with pytest.raises(InputError, match="no longer in the library"):
+        analyse_views(cfg, "no-such-entry", {})
 
 
 def test_password_protection_when_enabled(tmp_path, monkeypatch):

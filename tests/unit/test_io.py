@@ -14,6 +14,7 @@ import pytest
 from iondiff_core.errors import InputError
 from iondiff_core.io import (
     find_simulations,
+    open_decompressed,
     read_incar,
     read_trajectory,
     read_xdatcar,
@@ -270,6 +271,22 @@ def test_truncated_gzip_stream(tmp_path):
     assert 0 < back.n_frames < 200
     np.testing.assert_allclose(back.positions_frac, traj.positions_frac[: back.n_frames], atol=1e-9)
     assert any("truncated" in w for w in back.warnings)
+
+
+@pytest.mark.parametrize("compress, name", [(lambda b: b, "XDATCAR"), (gzip.compress, "XDATCAR.gz"),
+                                            (bz2.compress, "XDATCAR.bz2"), (lzma.compress, "XDATCAR.xz")])
+def test_decompressed_stream_is_a_proper_binary_file(tmp_path, compress, name):
+    import io
+
+    text = xdatcar_text(make_traj(n_frames=300)).encode()
+    path = write(tmp_path, compress(text), name)
+    with open_decompressed(path) as f:
+        sizes = [len(f.read(n)) for n in (1, 10, 70000, 5)]
+        assert sizes == [1, 10, 70000, 5]
+        assert f.read() == text[70016:] and f.read(10) == b""
+    with io.BufferedReader(open_decompressed(path)) as f:
+        assert f.readline() == text.split(b"\n", 1)[0] + b"\n"
+        assert sum(1 for _ in f) == text.count(b"\n") - 1
 
 
 def test_truncated_variable_cell_header(tmp_path):
