@@ -183,12 +183,13 @@ def count_dwell_sites(x: np.ndarray, cell_A: float = 0.5) -> int:
     """Number of places an ion dwells at: connected blobs of the 0.5 Å grid cells that
     hold at least 0.2 % of its frames (and 3). Transit frames are too sparse to count,
     so sites farther apart than about a cell and a half are told apart."""
-    idx = np.floor((x - x.min(axis=0)) / cell_A).astype(np.int64)
-    shape = idx.max(axis=0) + 1
-    while np.prod(shape) > 4_000_000:  # a very long walk: coarser cells
-        cell_A *= 2
-        idx = np.floor((x - x.min(axis=0)) / cell_A).astype(np.int64)
+    rel = x - x.min(axis=0)
+    while True:
+        idx = np.floor(rel / cell_A).astype(np.int64)
         shape = idx.max(axis=0) + 1
+        if np.prod(shape) <= 4_000_000:
+            break
+        cell_A *= 2  # a very long walk: coarser cells
     counts = np.zeros(shape, dtype=np.int32)
     np.add.at(counts, tuple(idx.T), 1)
     dense = counts >= max(3, 0.002 * len(x))

@@ -408,8 +408,7 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
     closed = ~hops.open_ended
     lengths = hops.length_A[closed]
     durations = hops.duration_frames[closed] * dt_ps
-    meta = metastable
-    stays = residence_times_frames(hops, meta) * dt_ps
+    stays = residence_times_frames(hops, metastable) * dt_ps
 
     def stats(x, name, unit):
         return {
@@ -431,7 +430,7 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
         **stats(lengths, "hop_length", "A"),
         **stats(durations, "hop_duration", "ps"),
         "nu_THz": len(hops) / (n_ions * total_ps) if n_ions and total_ps > 0 else np.nan,
-        "n_metastable_centres": int(sum(int(m.sum()) for m in meta)),
+        "n_metastable_centres": int(sum(int(m.sum()) for m in metastable)),
         "residence_time_metastable_ps": float(np.mean(stays)) if len(stays) else np.nan,
     }
     charge = params.ion_charge if params.ion_charge is not None else ION_CHARGE.get(prep.species, 1)

@@ -126,6 +126,14 @@ def _job_failed(exc):
     return no_update, _alert(f"the analysis failed: {msg}")
 
 
+# Component ids of the sliders, in the argument order of :func:`_sliders`.
+SLIDER_IDS = ("sil-thr", "r-vib", "ref-mode", "ref-quantile", "width-factor", "n-max")
+
+
+def _slider_deps(kind) -> list:
+    return [kind(i, "value") for i in SLIDER_IDS]
+
+
 def _sliders(sil, rvib, ref_mode, ref_q, width, n_max) -> dict:
     return {
         "silhouette_threshold": float(sil), "r_vib_A": float(rvib),
@@ -203,19 +211,22 @@ def register(app, cfg, cache):
     def views(entry_id: str, sliders_json: str, color_by: str, group):
         return analyse_views(cfg, entry_id, json.loads(sliders_json), color_by, group)
 
+    def views_at(entry_id, slider_values, color_by, group):
+        """:func:`views` at the sliders' raw values (a canonical JSON string is the cache key)."""
+        return views(entry_id, json.dumps(_sliders(*slider_values), sort_keys=True), color_by, group)
+
     @app.callback(
         Output("graph-3d", "figure"), Output("graph-timeline", "figure"), Output("graph-heatmaps", "figure"),
         Output("graph-pdf", "figure"), Output("graph-msd", "figure"), Output("graph-vanhove", "figure"),
         Output("descriptor-table", "data"), Output("warnings", "children"), Output("view-status", "children"),
-        Input("entry-store", "data"), Input("sil-thr", "value"), Input("r-vib", "value"), Input("ref-mode", "value"),
-        Input("ref-quantile", "value"), Input("width-factor", "value"), Input("n-max", "value"),
+        Input("entry-store", "data"), *_slider_deps(Input),
         Input("color-by", "value"), Input("group-store", "data"),
     )
     def update_views(entry_id, sil, rvib, ref_mode, ref_q, width, n_max, color_by, group):
         if not entry_id:
             raise PreventUpdate
         try:
-            v = views(entry_id, json.dumps(_sliders(sil, rvib, ref_mode, ref_q, width, n_max), sort_keys=True), color_by, group)
+            v = views_at(entry_id, (sil, rvib, ref_mode, ref_q, width, n_max), color_by, group)
         except InputError as exc:
             return (no_update,) * 8 + (_alert(str(exc)),)
         except Exception as exc:  # noqa: BLE001
@@ -229,8 +240,7 @@ def register(app, cfg, cache):
     @app.callback(
         Output("group-store", "data"),
         Input("graph-heatmaps", "clickData"), Input("clear-group", "n_clicks"),
-        State("entry-store", "data"), State("sil-thr", "value"), State("r-vib", "value"), State("ref-mode", "value"),
-        State("ref-quantile", "value"), State("width-factor", "value"), State("n-max", "value"), State("color-by", "value"),
+        State("entry-store", "data"), *_slider_deps(State), State("color-by", "value"),
         State("group-store", "data"),
         prevent_initial_call=True,
     )
@@ -239,7 +249,7 @@ def register(app, cfg, cache):
 
         if ctx.triggered_id == "clear-group" or not entry_id:
             return None
-        v = views(entry_id, json.dumps(_sliders(sil, rvib, ref_mode, ref_q, width, n_max), sort_keys=True), color_by, group)
+        v = views_at(entry_id, (sil, rvib, ref_mode, ref_q, width, n_max), color_by, group)
         return correlation_heatmaps.group_from_click(v["heat_data"], click)
 
     def _current_result(entry_id, sliders):
@@ -248,24 +258,18 @@ def register(app, cfg, cache):
             raise PreventUpdate
         return entry, analysis.result_for(cfg, entry, sliders)
 
-    @app.callback(
-        Output("dl-json", "data"), Input("dl-json-btn", "n_clicks"), State("entry-store", "data"),
-        State("sil-thr", "value"), State("r-vib", "value"), State("ref-mode", "value"), State("ref-quantile", "value"),
-        State("width-factor", "value"), State("n-max", "value"), prevent_initial_call=True,
-    )
-    def download_json(_, entry_id, *sl):
-        if not entry_id:
-            raise PreventUpdate
-        entry, result = _current_result(entry_id, _sliders(*sl))
-        return {"content": report.dumps(result.to_dict()), "filename": f"{entry.name}.json"}
+    def _download(target: str, button: str, content, suffix: str) -> None:
+        """A download button: the current entry's result at the current slider values."""
 
-    @app.callback(
-        Output("dl-csv", "data"), Input("dl-csv-btn", "n_clicks"), State("entry-store", "data"),
-        State("sil-thr", "value"), State("r-vib", "value"), State("ref-mode", "value"), State("ref-quantile", "value"),
-        State("width-factor", "value"), State("n-max", "value"), prevent_initial_call=True,
-    )
-    def download_csv(_, entry_id, *sl):
-        if not entry_id:
-            raise PreventUpdate
-        entry, result = _current_result(entry_id, _sliders(*sl))
-        return {"content": report.hops_csv(result), "filename": f"{entry.name}-hops.csv"}
+        @app.callback(
+            Output(target, "data"), Input(button, "n_clicks"), State("entry-store", "data"), *_slider_deps(State),
+            prevent_initial_call=True,
+        )
+        def download(_, entry_id, *sl):
+            if not entry_id:
+                raise PreventUpdate
+            entry, result = _current_result(entry_id, _sliders(*sl))
+            return {"content": content(result), "filename": f"{entry.name}{suffix}"}
+
+    _download("dl-json", "dl-json-btn", lambda result: report.dumps(result.to_dict()), ".json")
+    _download("dl-csv", "dl-csv-btn", report.hops_csv, "-hops.csv")
