@@ -48,7 +48,7 @@ def analyse_views(cfg: Config, entry_id: str, sliders: dict, color_by: str = "gr
         "timeline": timeline.create_figure(timeline.process_data(result, group)),
         "heatmaps": correlation_heatmaps.create_figure(heat),
         "heat_data": {"factor": heat.get("factor"), "group_at": heat.get("group_at"), "empty": heat.get("empty")},
-        "pdf": n_distribution.create_figure(n_distribution.process_data(result.distribution, result.mechanisms.counts())),
+        "pdf": n_distribution.create_figure(n_distribution.process_data(result.distribution, result.mechanisms.counts(), result.concertedness)),
         "msd": msd.create_figure(msd.process_data(result)),
         "vanhove": van_hove.create_figure(van_hove.process_data(result)),
         "table": descriptor_table.process_data(result.descriptors, result.consistency.summary()),

@@ -134,13 +134,35 @@ def _run_analyze(args) -> int:
     return 0
 
 
+def _fmt(v, spec=".3g") -> str:
+    return "undetermined" if v is None else format(v, spec)
+
+
+def summary_line(doc: dict) -> str:
+    """One line: what was analysed, the hops, the concertedness verdict, <n> and D with intervals."""
+    i, d, pdf, c = doc["input"], doc["descriptors"], doc["pdf"], doc.get("concertedness") or {}
+    exc = len(doc.get("excursions", []))
+    line = (f"{i['source']}: {i['frames']} frames, {i['mobile_ions']} {i['mobile_species']} ions; "
+            f"{len(doc['hops'])} hops" + (f" (+{exc} unfinished excursions)" if exc else "") +
+            f" in {len(doc['groups'])} group{'' if len(doc['groups']) == 1 else 's'}")
+    if c:
+        lo, hi = c["null_ci95"]
+        line += (f"; concerted {100 * c['observed_fraction']:.0f} % of hops vs null {100 * c['null_mean']:.0f} % "
+                 f"[{100 * lo:.0f}, {100 * hi:.0f}], p = {c['p_value']:.2g}: {c['verdict']}")
+    if pdf.get("mean_n") is None:
+        line += "; <n> undetermined (no concerted group)"
+    else:
+        lo, hi = pdf.get("mean_n_ci95") or (None, None)
+        line += f"; <n> = {pdf['mean_n']:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
+        if pdf.get("overflow_count"):
+            line += f" ({pdf['overflow_count']} groups > n_max)"
+    D, ci = d.get("D_tracer_cm2_s"), d.get("D_tracer_ci95_cm2_s")
+    line += f"; D_tracer = {_fmt(D)}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "") + " cm^2/s"
+    return line
+
+
 def _print_summary(doc: dict) -> None:
-    i, d, pdf = doc["input"], doc["descriptors"], doc["pdf"]
-    print(
-        f"{i['source']}: {i['frames']} frames, {i['mobile_ions']} {i['mobile_species']} ions; "
-        f"{len(doc['hops'])} hops in {len(doc['groups'])} groups; "
-        f"<n> = {pdf['mean_n']} +- {pdf['std_n']}; D_tracer = {d.get('D_tracer_cm2_s')} cm^2/s"
-    )
+    print(summary_line(doc))
     for w in doc.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
 
@@ -192,7 +214,14 @@ def summary_row(doc: dict) -> dict:
         "std_n": doc["pdf"]["std_n"],
         "pdf_A": doc["pdf"]["A"],
         "pdf_b": doc["pdf"]["b"],
+        "pdf_overflow": doc["pdf"]["overflow"],
     }
+    c = doc.get("concertedness") or {}
+    if c:
+        row.update({
+            "concerted_fraction": c["observed_fraction"], "null_fraction": c["null_mean"],
+            "concerted_excess": c["excess"], "concerted_p_value": c["p_value"], "verdict": c["verdict"],
+        })
     row.update({k: v for k, v in doc["descriptors"].items() if isinstance(v, (int, float)) or v is None})
     return row
 

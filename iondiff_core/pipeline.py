@@ -176,6 +176,7 @@ class Result:
     correlations: correlations.Correlations
     mechanisms: correlations.Mechanisms
     distribution: distribution.NDistribution
+    concertedness: correlations.Concertedness
     consistency: consistency.Consistency
     transport: TransportResult | None
     descriptors: dict
@@ -185,6 +186,11 @@ class Result:
     @property
     def hops(self) -> hops_mod.Hops:
         return self.hop_analysis.hops
+
+    @property
+    def excursions(self) -> hops_mod.Hops:
+        """Unfinished excursions (in transit at the last frame): listed apart, never hops."""
+        return self.hop_analysis.excursions
 
     def to_dict(self) -> dict:
         """The JSON document of ``python -m iondiff_core analyze`` (see README)."""
@@ -237,12 +243,16 @@ def cheap_stages(
     cen, ha = hop_result or hop_stage(prep, clustering, params)
     hops = ha.hops
     t = traj.n_frames
-    sig = correlations.event_sigmas(hops, params.width_factor)
+    sig = correlations.event_sigmas(hops, params.width_factor, params.width_rule)
     ref = _REFERENCES.get(sig, t, params)
     level = ref.level(params.reference_level)
-    corr = correlations.correlate(hops, t, level, params.width_factor, traj.cells[0], params.pair_distance_A)
-    mech = correlations.classify_pairs(hops, corr, traj.cells[0], params.mechanism_distance_A)
-    dist = distribution.n_distribution(corr.sizes, params.n_max)
+    cell = traj.cells[0]
+    corr = correlations.correlate(hops, t, level, params.width_factor, cell, params.pair_distance_A, params.width_rule)
+    mech = correlations.classify_pairs(hops, corr, cell, params.mechanism_distance_A)
+    dist = distribution.n_distribution(corr.sizes, params.n_max, params.seed)
+    _report(progress, "hops", 0.5, "null model")
+    null = correlations.null_replicas(hops, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A)
+    conc = correlations.concertedness(corr.sizes, null, params.n_max)
     cons = consistency.check(prep.positions_A, hops)
     meta = descriptors.metastable_centres(prep, cen, params.metastable_distance_A, params.reference_structure)
     desc = descriptors.simulation_descriptors(prep, cen, ha, transport_result, params, meta)
@@ -253,18 +263,18 @@ def cheap_stages(
             f"{unresolved} of {len(hops)} hops took less than one frame ({traj.timestep_fs or '?'} fs): "
             "the sampling is too coarse to time them; their duration is set to one frame"
         )
-    sizes = corr.sizes
-    if len(hops) >= 20 and sizes.max(initial=0) > 0.5 * len(hops):
-        per_frame = hops.duration_frames.sum() / t
+    if len(ha.excursions):
         warns.append(
-            f"one concerted group holds {sizes.max()} of {len(hops)} hops: transits overlap so densely "
-            f"({per_frame:.1f} ions in transit per frame on average) that time correlation alone links "
-            "almost everything; n is not meaningful at this sampling (use finer frames or a higher reference level)"
+            f"{len(ha.excursions)} unfinished excursion(s): ions still in transit at the last frame are listed "
+            "apart and not counted as hops"
         )
-    if len(hops) > correlations.DENSE_LIMIT:
-        warns.append(f"{len(hops)} hops: the full correlation matrix is not formed; only overlapping pairs are tested")
+    if conc.verdict == "percolated":
+        per_frame = hops.duration_frames.sum() / t
+        warns.append(f"{conc.message} ({per_frame:.1f} ions in transit per frame on average)")
+    if dist.fit_note:
+        warns.append(f"pdf of n: {dist.fit_note}")
     _report(progress, "hops", 1.0, "done")
-    return Result(params, prep, cen, ha, level, corr, mech, dist, cons, transport_result, desc, meta, warns)
+    return Result(params, prep, cen, ha, level, corr, mech, dist, conc, cons, transport_result, desc, meta, warns)
 
 
 def analyze(
