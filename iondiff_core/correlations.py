@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+from scipy.stats import norm
 
 from iondiff_core.distribution import percolates
 from iondiff_core.hops import Hops
@@ -33,6 +34,17 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 DENSE_LIMIT = 4000
 #: Events (replicas x hops) handled at once by the reference and the null model (memory).
 _BATCH_EVENTS = 400_000
+#: Events (replicas x hops) the reference and the null model evaluate per call: past
+#: ~5,000 hops fewer repetitions are drawn (each already samples > 10^7 pairs), so the
+#: cost of a slider move stays O(budget x overlaps per hop), not O(replicas x hops).
+EVENT_BUDGET = 1_000_000
+#: The null model never uses fewer replicas than this.
+MIN_NULL_REPLICAS = 20
+
+
+def replicas_for(requested: int, n_hops: int, minimum: int = 1) -> int:
+    """Repetitions within :data:`EVENT_BUDGET` for ``n_hops`` events (never above ``requested``)."""
+    return int(min(requested, max(minimum, EVENT_BUDGET // max(n_hops, 1))))
 #: Width rules of the events (see :func:`event_sigmas`).
 WIDTH_RULES = ("duration", "padded")
 
@@ -183,6 +195,7 @@ def random_reference(
         return Reference(0.0, np.zeros(0), 0, repetitions)
     rng = np.random.default_rng(seed)
     sig = np.full(h, float(np.mean(sigmas))) if width == "mean" else np.asarray(sigmas, float)
+    repetitions = replicas_for(repetitions, h)
     total, positive = 0.0, []
     per_batch = max(1, _BATCH_EVENTS // h)
     for r0 in range(0, repetitions, per_batch):
@@ -359,7 +372,10 @@ class Concertedness:
     excess : float
         observed_fraction - null_mean.
     p_value : float
-        (1 + replicas with share >= observed) / (1 + replicas).
+        (1 + replicas with share >= observed) / (1 + replicas); with fewer than 100
+        replicas (very many hops, see :func:`replicas_for`) the one-sided normal p-value
+        of the observed share against the replicas' mean and standard deviation.
+    p_method : {"rank", "normal"}
     replicas : int
     verdict : {"beyond_chance", "chance", "percolated"}
     message : str
@@ -380,6 +396,7 @@ class Concertedness:
     null_ci95: tuple[float, float]
     excess: float
     p_value: float
+    p_method: str
     replicas: int
     verdict: str
     message: str
@@ -394,7 +411,7 @@ class Concertedness:
         return {
             "observed_fraction": self.observed_fraction, "null_mean": self.null_mean,
             "null_ci95": list(self.null_ci95), "excess": self.excess, "p_value": self.p_value,
-            "replicas": self.replicas, "verdict": self.verdict, "message": self.message,
+            "p_method": self.p_method, "replicas": self.replicas, "verdict": self.verdict, "message": self.message,
             "n_hops": self.n_hops, "null_in_groups": self.null_in_groups, "null_counts": self.null_counts,
         }
 
@@ -416,8 +433,11 @@ def null_replicas(
     uniform random whole number of frames, which keeps each ion's hop sequence and
     destroys only the timing between ions; then the same level and rules apply.
     All replicas of a batch are one vectorised computation (laid end to end in time).
+    Past ~5,000 hops fewer replicas are drawn (:func:`replicas_for`, at least
+    :data:`MIN_NULL_REPLICAS`); :func:`judge` then takes a normal p-value.
     """
     h = len(hops)
+    replicas = replicas_for(replicas, h, MIN_NULL_REPLICAS)
     rng = np.random.default_rng(seed)
     n_ions = int(hops.ion.max()) + 1 if h else 0
     rows = []
@@ -468,7 +488,12 @@ def judge(
     share = null_in_groups / h
     null_mean = float(share.mean()) if r else float("nan")
     lo, hi = (float(v) for v in np.quantile(share, [0.025, 0.975])) if r else (np.nan, np.nan)
-    p = float((1 + np.sum(null_in_groups >= observed_in_groups)) / (1 + r))
+    p_method = "rank" if r >= 100 else "normal"
+    if p_method == "rank":
+        p = float((1 + np.sum(null_in_groups >= observed_in_groups)) / (1 + r))
+    else:
+        sd = float(share.std(ddof=1)) if r > 1 else 0.0
+        p = float(norm.sf((obs - null_mean) / sd)) if sd > 0 else float(obs <= null_mean)
     if percolated:
         verdict = "percolated"
         message = (
@@ -494,7 +519,7 @@ def judge(
     pdfs = null_counts / groups  # (R, n_max + 1), last column the overflow
     q = np.quantile(pdfs[:, :-1], [0.025, 0.975], axis=0) if r else np.full((2, null_counts.shape[1] - 1), np.nan)
     return Concertedness(
-        obs, null_mean, (lo, hi), obs - null_mean, p, r, verdict, message,
+        obs, null_mean, (lo, hi), obs - null_mean, p, p_method, r, verdict, message,
         pdfs[:, :-1].mean(axis=0) if r else np.full(null_counts.shape[1] - 1, np.nan), q,
         float(pdfs[:, -1].mean()) if r else float("nan"), int(n_hops), null_in_groups, null_counts,
     )

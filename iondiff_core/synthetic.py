@@ -294,19 +294,21 @@ def make_independent_walkers(
     """Ions that random-walk over many sites of a cubic lattice with no coupling at all.
 
     Each ion makes ``hops_per_ion`` nearest-neighbour hops at times drawn independently
-    of every other ion (one hop per randomly chosen slot of its own), so any overlap in
-    time between ions is chance: the null model must call it "chance". Ions do not
-    exclude one another (they only need to be independent).
+    of every other ion (one hop per randomly chosen slot of its own slot grid, which
+    starts at the ion's own random phase, so the hop times are stationary), so any
+    overlap in time between ions is chance: the null model must call it "chance". Ions
+    do not exclude one another (they only need to be independent).
     """
     rng = np.random.default_rng(seed)
     cell = np.eye(3) * grid * spacing_A
-    slot = n_frames // (2 * hops_per_ion)
+    slot = n_frames // (2 * hops_per_ion + 1)
     if slot < transit_frames[1] + 10:
         raise ValueError("too many hops per ion for the number of frames")
     slots = np.argsort(rng.random((n_mobile, 2 * hops_per_ion)), axis=1)[:, :hops_per_ion]
     slots.sort(axis=1)
     dur = rng.integers(transit_frames[0], transit_frames[1] + 1, size=(n_mobile, hops_per_ion))
-    start = slots * slot + 5 + (rng.random((n_mobile, hops_per_ion)) * (slot - dur - 10)).astype(int)
+    phase = rng.integers(0, slot, size=(n_mobile, 1))
+    start = phase + slots * slot + 5 + (rng.random((n_mobile, hops_per_ion)) * (slot - dur - 10)).astype(int)
     dirs = np.concatenate([np.eye(3), -np.eye(3)]) * spacing_A
     step = dirs[rng.integers(0, 6, size=(n_mobile, hops_per_ion))]  # (N, K, 3)
     # Velocity during each transit: step / duration, spread over its frames, then integrated.

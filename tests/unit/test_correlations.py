@@ -254,3 +254,18 @@ def test_exponential_fit_recovers_b_within_its_interval():
         hits += lo <= -np.log(0.7) <= hi
         assert lo < d.fit.b < hi
     assert hits >= 34  # ~95 % coverage, bootstrap over groups
+
+
+def test_many_hops_use_fewer_replicas_and_a_normal_p_value():
+    from iondiff_core.correlations import EVENT_BUDGET, MIN_NULL_REPLICAS, replicas_for
+
+    assert replicas_for(200, 2200, MIN_NULL_REPLICAS) == 200
+    assert replicas_for(200, 50_000, MIN_NULL_REPLICAS) == max(MIN_NULL_REPLICAS, EVENT_BUDGET // 50_000)
+    syn = make_synthetic(n_frames=20000, n_mobile=40, grid=5, chain_sizes=(2, 3, 4) * 8, seed=2)
+    h = planted_hops(syn)
+    sig = event_sigmas(h)
+    obs = correlate(h, 20000, 0.0)
+    table = null_replicas(h, sig, 20000, 0.0, 30, 0)
+    conc = concertedness(obs.sizes, table)
+    assert conc.replicas == 30 and conc.p_method == "normal" and conc.p_value < 1e-3
+    assert conc.verdict == "beyond_chance"
