@@ -460,3 +460,70 @@ def test_prepare_accepts_a_mobile_only_trajectory(tmp_path):
         mob = prepare(read_trajectory(p, timestep_fs=1.0, keep="mobile", dtype=np.float32), params)
         np.testing.assert_allclose(mob.positions_A, full.positions_A, atol=2e-5)
         assert mob.positions_A.dtype == np.float64
+
+
+# --------------------------------------------------------------------------- pipeline and CLI
+def dump_of(traj: Trajectory, types: dict[str, int]) -> str:
+    """A LAMMPS dump (xs ys zs, image flags) of a trajectory, in the LAMMPS form of its cell."""
+    T = traj.n_frames
+    cells = np.linalg.cholesky(np.einsum("tij,tkj->tik", traj.cells, traj.cells))  # same metric, lower triangular
+    steps = np.diff(traj.positions_frac, axis=0)
+    steps -= np.round(steps)  # the synthetic run is wrapped: image flags from its folded steps
+    frac = traj.positions_frac[0] + np.concatenate([np.zeros((1,) + steps.shape[1:]), np.cumsum(steps, axis=0)])
+    out = []
+    for t in range(T):
+        out += ["ITEM: TIMESTEP", str(t), "ITEM: NUMBER OF ATOMS", str(traj.n_atoms), "ITEM: BOX BOUNDS xy xz yz pp pp pp"]
+        out += lammps_bounds(cells[t], np.zeros(3))
+        out.append("ITEM: ATOMS id type xs ys zs ix iy iz")
+        img = np.floor(frac[t]).astype(int)
+        w = frac[t] - img
+        out += [
+            f"{i + 1} {types[s]} {w[i, 0]:.9f} {w[i, 1]:.9f} {w[i, 2]:.9f} {img[i, 0]} {img[i, 1]} {img[i, 2]}"
+            for i, s in enumerate(traj.species)
+        ]
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def synthetic_dump(tmp_path_factory):
+    from iondiff_core.synthetic import make_synthetic
+
+    syn = make_synthetic(n_frames=2500, n_mobile=12, chain_sizes=(1, 2, 3, 1), seed=4)
+    p = tmp_path_factory.mktemp("lmp") / "md.lammpstrj"
+    p.write_text(dump_of(syn.trajectory, {"Li": 1, "S": 2}))
+    return p, syn
+
+
+def test_cli_type_map_reads_a_dump(synthetic_dump, tmp_path):
+    import json
+
+    from iondiff_core.cli import main
+    from iondiff_core.synthetic import match_hops
+
+    p, syn = synthetic_dump
+    out = tmp_path / "r.json"
+    args = ["analyze", str(p), "--type-map", "1=Li,2=S", "--timestep-fs", str(syn.trajectory.timestep_fs), "-q", "--jobs", "1"]
+    assert main(args + ["--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["input"]["mobile_species"] == "Li" and doc["input"]["species"] == {"Li": 12, "S": 8}
+    hops = doc["hops"]
+    pairs = match_hops([h["ion"] for h in hops], [h["start"] for h in hops], [h["end"] for h in hops], syn.hops)
+    assert len(pairs) == len(syn.hops) == len(hops)
+    assert main(["analyze", str(p), "--type-map", "1=Li", "-q"]) == 2  # type 2 not named: one-line error
+
+
+def test_session_mobile_only_finds_the_same_hops(synthetic_dump):
+    from iondiff_core.parameters import Parameters
+    from iondiff_core.pipeline import analyze
+
+    p, syn = synthetic_dump
+    params = Parameters(species="Li", remove_drift=True)
+    full = analyze(p, params, timestep_fs=syn.trajectory.timestep_fs, type_map="1=Li,2=S")
+    mob = analyze(p, params, timestep_fs=syn.trajectory.timestep_fs, type_map="1=Li,2=S", mobile_only=True)
+    assert mob.prep.trajectory.positions_frac.dtype == np.float32
+    assert mob.prep.trajectory.n_atoms == 12
+    np.testing.assert_array_equal(mob.prep.file_atoms, full.prep.atoms)
+    np.testing.assert_allclose(mob.prep.positions_A, full.prep.positions_A, atol=1e-4)
+    np.testing.assert_array_equal(mob.hops.ion, full.hops.ion)
+    np.testing.assert_array_equal(mob.hops.start, full.hops.start)
+    np.testing.assert_array_equal(mob.hops.end, full.hops.end)
