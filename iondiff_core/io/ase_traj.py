@@ -60,7 +60,9 @@ def read_ase_traj(path: str | Path, type_map=None, *, keep: str = "all", mobile:
             species = map_types(species, tmap, src, "species")
         sink = FrameSink(species, src, keep, mobile, dtype, capacity=T)
         pos, cells = [], []
-        block = max(1, _BLOCK_BYTES // (24 * len(numbers0)))
+        # Blocks small next to the output (T x kept atoms), so the peak stays below 2x it.
+        out_bytes = T * sink.positions.shape[1] * 3 * sink.dtype.itemsize
+        block = max(1, min(_BLOCK_BYTES, max(256 << 10, out_bytes // 8)) // (24 * len(numbers0)))
         for t in range(T):
             try:
                 atoms = first if t == 0 else tr[t]

@@ -18,6 +18,8 @@ from iondiff_core.errors import InputError
 from iondiff_core.io.frames import (
     CHUNK_BYTES,
     FrameSink,
+    auto_chunk,
+    choose_kept,
     Prefixed,
     TextChunk,
     diagnose_lines,
@@ -161,6 +163,10 @@ def read_extxyz(
                 if chunk.line(k * L).strip() != count_line:
                     _frame_error(src, chunk.line(k * L), chunk.frame0 + k, chunk.line0 + k * L, N)
 
+        if species is not None:
+            sel = choose_kept(species, keep, mobile, src)
+            n_keep = N if sel is None else sel.size
+            chunk_bytes = auto_chunk(path, raw, bytes_per_frame, n_keep, np.dtype(dtype).itemsize, chunk_bytes)
         stream = Prefixed(head, raw)
         for chunk in iter_text_frames(stream, L, check, chunk_bytes):
             if isinstance(chunk, tuple):
@@ -168,7 +174,7 @@ def read_extxyz(
                 break
             n = chunk.n_frames
             if sink is None:
-                sink = FrameSink(species, src, keep, mobile, dtype, estimate_frames(path, raw, len(head), bytes_per_frame))
+                sink = FrameSink(species, src, keep, mobile, dtype, estimate_frames(path, raw, len(head), (int(chunk.ends[-1]) + 1) / n))
             comments = chunk.join(1, 1, L)
             lat = _LATTICE.findall(comments)
             if len(lat) != n:

@@ -327,8 +327,9 @@ def parse_columns(text: bytes, ncols: int, usecols: list[int], rows: int) -> np.
         return None
     if len(df) != rows or df.shape[1] != len(usecols):
         return None
-    # pandas returns the columns in file order; reorder them to the order asked for.
-    out = df.to_numpy(dtype=np.float64)[:, np.argsort(np.argsort(usecols))]
+    out = df.to_numpy(dtype=np.float64)
+    if list(usecols) != sorted(usecols):  # pandas returns file order; reorder to the order asked for
+        out = out[:, np.argsort(np.argsort(usecols))]
     return out if np.isfinite(out).all() else None
 
 
@@ -393,3 +394,25 @@ def read_head(stream, min_lines: int, limit: int = 64 << 20) -> bytes:
         buf += piece
         step = min(step * 2, 16 << 20)
     return buf
+
+
+def auto_chunk(path, stream, bytes_per_frame: float, n_keep: int, itemsize: int, chunk_bytes: int) -> int:
+    """Chunk size so the reader's working memory stays a small part of its output.
+
+    A chunk of text costs about ten times its size while parsed (line offsets, the
+    joined atom lines, pandas' columns, the float64 block); the output is
+    ``frames x n_keep x 3 x itemsize``. Chunks are kept at about 1/16 of the output
+    (between 256 kB and ``chunk_bytes``), so a mobile-only float32 read peaks below 2x
+    its output once that is over ~4 MB (below, the peak is a few MB at most).
+    Compressed files (length unknown) use ``chunk_bytes``.
+    """
+    import os
+
+    if getattr(stream, "kind", None) is not None:
+        return chunk_bytes
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return chunk_bytes
+    out = size / max(bytes_per_frame, 1.0) * n_keep * 3 * itemsize
+    return int(min(chunk_bytes, max(256 << 10, out / 16)))

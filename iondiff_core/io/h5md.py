@@ -150,7 +150,10 @@ def read_h5md(
         cells, timed = _boxes(g, T, scale, src)
         img = g["image"]["value"] if "image" in g and "value" in g["image"] else None
         sink = FrameSink(species, src, keep, mobile, dtype, capacity=T, unwrapped=img is not None)
-        block = max(1, _BLOCK_BYTES // max(N * 3 * ds.dtype.itemsize, 1))
+        # Blocks small next to the output (T x kept atoms), so the peak stays below 2x it.
+        out_bytes = T * sink.positions.shape[1] * 3 * sink.dtype.itemsize
+        block_bytes = min(_BLOCK_BYTES, max(1 << 20, out_bytes // 8))
+        block = max(1, block_bytes // max(N * 3 * 8, 1))
         inv_fixed = None if timed else np.linalg.inv(cells[0])
         for a in range(0, T, block):
             b = min(T, a + block)

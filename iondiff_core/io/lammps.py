@@ -19,6 +19,8 @@ from iondiff_core.errors import InputError
 from iondiff_core.io.frames import (
     CHUNK_BYTES,
     FrameSink,
+    auto_chunk,
+    choose_kept,
     Prefixed,
     TextChunk,
     diagnose_lines,
@@ -241,6 +243,10 @@ def read_lammps_dump(
                 if not ok:
                     _frame_error(src, chunk.buf[chunk.starts[base] :], chunk.frame0 + k, chunk.line0 + base, lay)
 
+        if species is not None:
+            sel = choose_kept(species, keep, mobile, src)
+            n_keep = N if sel is None else sel.size
+            chunk_bytes = auto_chunk(path, raw, bytes_per_frame, n_keep, np.dtype(dtype).itemsize, chunk_bytes)
         stream = Prefixed(head, raw)
         for chunk in iter_text_frames(stream, L, check, chunk_bytes):
             if isinstance(chunk, tuple):
@@ -250,7 +256,7 @@ def read_lammps_dump(
             if sink is None:
                 sink = FrameSink(
                     species, src, keep, mobile, dtype,
-                    estimate_frames(path, raw, len(head), bytes_per_frame), lay.unwrapped,
+                    estimate_frames(path, raw, len(head), (int(chunk.ends[-1]) + 1) / n), lay.unwrapped,
                 )
             steps.append(np.array(chunk.join(1, 1, L).split(), dtype=np.int64))
             nb = 3 if lay.triclinic else 2

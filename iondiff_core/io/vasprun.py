@@ -18,7 +18,7 @@ from iondiff_core.io.frames import FrameSink, map_types, parse_type_map
 from iondiff_core.io.xdatcar import clean_species_label, open_decompressed
 
 _PARAMS = ("POTIM", "NBLOCK", "TEBEG", "IBRION")
-_BLOCK = 256  # ionic steps handed to the sink at once
+_BLOCK_BYTES = 1 << 20  # all-atom positions handed to the sink at once (small: the steps are parsed one by one anyway)
 
 
 def _vectors(varray, n_rows: int | None, what: str, src: str, step: int) -> np.ndarray:
@@ -144,7 +144,7 @@ def read_vasprun(path: str | Path, *, type_map=None, keep: str = "all", mobile: 
                     block_pos.append(positions)
                     block_cell.append(basis)
                     steps_done += 1
-                    if len(block_pos) >= _BLOCK:
+                    if len(block_pos) * positions.nbytes >= _BLOCK_BYTES:
                         flush()
                     elem.clear()
                     root.clear()  # drop the finished steps from the tree

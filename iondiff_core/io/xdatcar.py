@@ -681,6 +681,11 @@ def _read_stream(stream, src, path, species, chunk_bytes, keep="all", mobile=Non
 
     species_per_atom = [s for s, c in zip(hdr.type_names, hdr.counts) for _ in range(c)]
     sink = FrameSink(species_per_atom, src, keep, mobile, dtype, _initial_capacity(stream, path, body.buf, L))
+    # Chunks small next to the output, so a mobile-only read peaks below 2x its output.
+    from iondiff_core.io.frames import auto_chunk
+
+    per_frame = len(body.buf) / max(body.buf.count(b"\n"), 1) * L
+    body.chunk = auto_chunk(path, stream, per_frame, sink.positions.shape[1], sink.dtype.itemsize, body.chunk)
     T_sub = 0  # frames submitted for parsing
     last_frame_note = None
 
