@@ -527,3 +527,32 @@ def test_session_mobile_only_finds_the_same_hops(synthetic_dump):
     np.testing.assert_array_equal(mob.hops.ion, full.hops.ion)
     np.testing.assert_array_equal(mob.hops.start, full.hops.start)
     np.testing.assert_array_equal(mob.hops.end, full.hops.end)
+
+
+def test_ase_traj_atoms_change_names_the_frame(tmp_path):
+    ase = pytest.importorskip("ase")
+    from ase.io import Trajectory as AseTrajectory
+
+    u, cells = npt_run(n_frames=4)
+    p = tmp_path / "md.traj"
+    with AseTrajectory(str(p), "w") as w:
+        for t in range(4):
+            n = len(SPECIES) - (t == 2)
+            w.write(ase.Atoms(SPECIES[:n], scaled_positions=(u[t] - np.floor(u[t]))[:n], cell=cells[t], pbc=True))
+    with pytest.raises(InputError, match=f"frame 3 has {len(SPECIES) - 1} atoms"):
+        read_trajectory(p)
+
+
+def test_h5md_without_box_or_species_is_refused(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    p = tmp_path / "md.h5md"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("particles/all/position/value", data=np.zeros((3, 4, 3)))
+        f.create_dataset("particles/all/species", data=np.array([3, 3, 16, 16]))
+    with pytest.raises(InputError, match="box/edges"):
+        read_trajectory(p)
+    with h5py.File(p, "a") as f:
+        del f["particles/all/species"]
+        f.create_dataset("particles/all/box/edges", data=np.array([5.0, 5.0, 5.0]))
+    with pytest.raises(InputError, match="has no species"):
+        read_trajectory(p)
