@@ -556,3 +556,20 @@ def test_h5md_without_box_or_species_is_refused(tmp_path):
         f.create_dataset("particles/all/box/edges", data=np.array([5.0, 5.0, 5.0]))
     with pytest.raises(InputError, match="has no species"):
         read_trajectory(p)
+
+
+def test_formats_recognised_by_content(tmp_path):
+    u, cells = npt_run(n_frames=3, big_steps=False)
+    (tmp_path / "a").mkdir()
+    dump = tmp_path / "a" / "run.out"
+    dump.write_text(lammps_dump(u, cells, "unwrapped"))
+    xml = tmp_path / "a" / "output.xml"
+    xml.write_text(vasprun_text(u, cells))
+    xyz = tmp_path / "a" / "frames.txt"
+    xyz.write_text(extxyz_text(u, cells))
+    h5 = tmp_path / "a" / "particles.dat"
+    write_h5md(h5, u, cells, images=False)
+    assert read_trajectory(dump, type_map=TYPE_MAP).species == SPECIES
+    assert read_trajectory(xml).timestep_fs == pytest.approx(2.0)
+    np.testing.assert_allclose(read_trajectory(xyz).cells, cells, atol=1e-9)
+    np.testing.assert_allclose(read_trajectory(h5, type_map=TYPE_MAP).positions_frac, u, atol=1e-9)
