@@ -299,7 +299,8 @@ def bench_formats(args) -> None:
             o, pk = r["out_bytes"] / 2**20, r["traced_peak"] / 2**20
             print(f"| {fmt:<7} | {mb:7.1f} | {r['seconds']:6.2f} | {o:17.1f} | {pk:19.1f} | {pk / o:13.2f} | {r['rss_MB']:12.0f} |", flush=True)
         print("\npeak / mobile: tracemalloc's peak during the read over the final float32 mobile positions (goal <= 2);"
-              "\npeak RSS +MB also counts the C libraries' buffers (pandas tokenizer, HDF5 chunk cache, expat).")
+              "\npeak RSS +MB: growth of ru_maxrss over the read, which also counts the C libraries' buffers (pandas"
+              "\ntokenizer, HDF5 chunk cache, expat); 0 means the read stayed under the high-water mark of the imports.")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
