@@ -93,6 +93,7 @@ def _add_input_flags(p):
     p.add_argument("--species", help="mobile species (default: first of Li, Na, K, Ag, Cu, F, Cl, Br, I, O, H)")
     p.add_argument("--timestep-fs", type=float, help="fs between stored frames (default: POTIM x NBLOCK from INCAR)")
     p.add_argument("--temperature", type=float, help="temperature in K (default: TEBEG from INCAR)")
+    p.add_argument("--type-map", help="species of numeric atom types (LAMMPS dumps, H5MD), e.g. 1=Li,2=P,3=S")
     p.add_argument("--cache-dir", help="folder for the clustering cache (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
@@ -123,7 +124,9 @@ def _run_analyze(args) -> int:
     params = parameters_from_args(args).replace(species=args.species)
     progress = TerminalProgress(quiet=args.quiet)
     t0 = time.perf_counter()
-    result = pipeline.analyze(args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs)
+    result = pipeline.analyze(
+        args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs, type_map=args.type_map
+    )
     doc = result.to_dict()
     doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
     if args.out:
@@ -187,12 +190,14 @@ def material_of(name: str) -> str:
     return re.sub(r"[_-]+", "_", m).strip("_") or name
 
 
-def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature) -> dict:
+def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature, type_map=None) -> dict:
     """Analyse one simulation and write its JSON; returns its summary row (or an error row)."""
     from iondiff_core import pipeline, report
 
     try:
-        result = pipeline.analyze(path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature)
+        result = pipeline.analyze(
+            path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map
+        )
         doc = result.to_dict()
         _write_atomic(Path(out_json), report.dumps(doc))
         row = {"path": path, "error": "", **summary_row(doc)}
@@ -251,7 +256,10 @@ def _run_batch(args) -> int:
         rows = submit_batch(jobs, pd, args.cache_dir, args.timestep_fs, args.temperature, progress)
     else:
         with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futs = {pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature): n for n, p, o in jobs}
+            futs = {
+                pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature, args.type_map): n
+                for n, p, o in jobs
+            }
             for k, fut in enumerate(as_completed(futs), 1):
                 row = {"name": futs[fut], **fut.result()}
                 rows.append(row)

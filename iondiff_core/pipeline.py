@@ -101,9 +101,14 @@ class Prepared:
 
     trajectory: Trajectory
     species: str
-    atoms: np.ndarray  # file indices of the mobile ions
+    atoms: np.ndarray  # indices of the mobile ions among the atoms held (= file indices unless read mobile-only)
     positions_A: np.ndarray  # (T, N_mobile, 3), unwrapped, Å
     digest: str  # content hash of the trajectory
+
+    @property
+    def file_atoms(self) -> np.ndarray:
+        """File indices (0-based) of the mobile ions, also for a mobile-only read."""
+        return self.trajectory.file_indices(self.atoms)
 
 
 def prepare(traj: Trajectory, params: Parameters, digest: str | None = None) -> Prepared:
@@ -285,9 +290,19 @@ def analyze(
     timestep_fs: float | None = None,
     temperature_K: float | None = None,
     n_jobs: int = 1,
+    *,
+    type_map=None,
+    mobile_only: bool = False,
 ) -> Result:
-    """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file)."""
-    return Session.open(source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs).result(params, progress)
+    """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file).
+
+    ``type_map`` names numeric atom types (``'1=Li,2=P'``); ``mobile_only`` reads only
+    the mobile species, in float32 (see :meth:`Session.open`).
+    """
+    session = Session.open(
+        source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs, type_map=type_map, mobile_only=mobile_only
+    )
+    return session.result(params, progress)
 
 
 class Session:
@@ -307,8 +322,16 @@ class Session:
         self._hops: dict[tuple, tuple] = {}
 
     @classmethod
-    def open(cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1) -> "Session":
-        """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport."""
+    def open(
+        cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1,
+        *, type_map=None, mobile_only=False,
+    ) -> "Session":
+        """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport.
+
+        ``type_map``: species of numeric atom types (LAMMPS, H5MD), ``'1=Li,2=P,...'``.
+        ``mobile_only``: read only the mobile species (``params.species``, else the
+        default one), as float32 -- the framework is never held; its drift is kept.
+        """
         params = params or Parameters()
         if isinstance(source, Trajectory):
             traj = source
@@ -320,7 +343,8 @@ class Session:
             from iondiff_core.io import read_trajectory
 
             _report(progress, "read", 0.0, f"reading {Path(source).name}")
-            traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K)
+            opts = {"keep": "mobile", "mobile": params.species, "dtype": np.float32} if mobile_only else {}
+            traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, type_map=type_map, **opts)
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         prep = prepare(traj, params)
         cache = StageCache(cache_dir) if cache_dir else None
