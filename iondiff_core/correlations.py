@@ -262,13 +262,14 @@ class Correlations:
         return b
 
 
-def event_sigmas(hops: Hops, width_factor: float = 1.0, rule: str = "duration") -> np.ndarray:
+def event_sigmas(hops: Hops, width_factor: float = 1.0, rule: str = "padded") -> np.ndarray:
     """Gaussian standard deviation (frames) of each event.
 
-    ``rule="duration"`` (the paper): FWHM = the transit's duration x ``width_factor``.
-    ``rule="padded"``: FWHM = (duration + 2) x ``width_factor``, i.e. from the last frame
-    at A to the first at B, the whole motion: the transit found inside r_vib is shorter
-    than the motion, and consecutive hops of a chain then fail to overlap.
+    ``rule="padded"`` (default): FWHM = (duration + 2) x ``width_factor``, from the last
+    frame at A to the first at B, the whole motion: the transit found outside the
+    vibration radius is shorter than the motion, and consecutive hops of a chain then
+    fail to overlap (benchmarks/chains.py). ``rule="duration"`` (the paper): FWHM = the
+    transit's duration x ``width_factor``.
     """
     frames = np.maximum(hops.duration_frames.astype(float), 1.0)
     if rule == "padded":
@@ -301,7 +302,7 @@ def correlate(
     width_factor: float = 1.0,
     cell: np.ndarray | None = None,
     pair_distance_A: float | None = None,
-    width_rule: str = "duration",
+    width_rule: str = "padded",
     dense: bool | None = None,
 ) -> Correlations:
     """Concerted pairs (overlapping, C > level) and their connected components.

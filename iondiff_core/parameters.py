@@ -74,10 +74,12 @@ class Parameters:
         duration for all (the paper).
     width_factor : float
         Multiplies every event's Gaussian FWHM (1 = the hop's duration) (slider).
-    width_rule : {"duration", "padded"}
-        FWHM of each event: its transit's duration (the paper) or the duration + 2
-        frames, from the last frame at A to the first at B (the whole motion; see
-        docs/METHOD.md, chains).
+    width_rule : {"padded", "duration"}
+        FWHM of each event: "padded" (default), the transit's duration + 2 frames, from
+        the last frame at A to the first at B, i.e. the whole motion (the transit found
+        outside the vibration radius is shorter, and consecutive hops of a chain then
+        fail to overlap); "duration", the transit's duration (the paper). See
+        docs/METHOD.md and benchmarks/chains.py.
     pair_distance_A : float or None
         If set, a correlated pair is concerted only when the two hops come within this
         distance (Å, minimum image, between their start and end centres). None = the
@@ -119,7 +121,7 @@ class Parameters:
     n_null: int = 200
     random_width: str = "own"
     width_factor: float = 1.0
-    width_rule: str = "duration"
+    width_rule: str = "padded"
     pair_distance_A: float | None = None
     n_max: int = 20
     mechanism_distance_A: float = 1.0

@@ -34,7 +34,7 @@ def hop_records(result, excursions: bool = False) -> list[dict]:
     """One dict per hop (see README: the ``hops`` list); with ``excursions``, one per
     unfinished excursion (same fields, ``group`` -1)."""
     h = result.excursions if excursions else result.hops
-    atoms = result.prep.atoms
+    atoms = result.prep.file_atoms  # file order, also for a mobile-only read
     dt_ps = result.prep.trajectory.timestep_ps if result.prep.trajectory.timestep_fs else np.nan
     group = np.full(len(h), -1) if excursions else result.correlations.group_of
     return [

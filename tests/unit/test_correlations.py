@@ -60,9 +60,9 @@ def test_pearson_matrix_equals_brute_force_for_narrow_and_wide_events():
 
 def test_fwhm_equals_hop_duration_and_padded_rule_adds_two_frames():
     h = make_hops([0], [10], [19])  # 10 frames
-    assert event_sigmas(h)[0] / FWHM_TO_SIGMA == pytest.approx(10)
-    assert event_sigmas(h, rule="padded")[0] / FWHM_TO_SIGMA == pytest.approx(12)
-    g = np.exp(-0.5 * ((np.arange(40) - 14.5) / event_sigmas(h)[0]) ** 2)
+    assert event_sigmas(h, rule="duration")[0] / FWHM_TO_SIGMA == pytest.approx(10)
+    assert event_sigmas(h)[0] / FWHM_TO_SIGMA == pytest.approx(12)  # default: padded
+    g = np.exp(-0.5 * ((np.arange(40) - 14.5) / event_sigmas(h, rule="duration")[0]) ** 2)
     above = np.flatnonzero(g >= 0.5)
     assert above[-1] - above[0] + 1 == 10
 
