@@ -92,6 +92,13 @@ class Events:
     def __len__(self) -> int:
         return len(self.mids)
 
+    def take(self, idx: np.ndarray) -> "Events":
+        """The events ``idx`` (moments carried over, not recomputed)."""
+        out = object.__new__(Events)
+        out.mids, out.sigmas, out.n_frames = self.mids[idx], self.sigmas[idx], self.n_frames
+        out.mean, out.std = self.mean[idx], self.std[idx]
+        return out
+
     @property
     def z(self) -> np.ndarray:
         return self.mean / self.std
@@ -106,15 +113,21 @@ def reach_frames(sigmas: np.ndarray, n_frames: int) -> np.ndarray:
     return np.asarray(sigmas, float) * np.sqrt(2.0 * np.log(max(n_frames, 3))) + 1.0
 
 
+def _sorted_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a < b) of intervals sorted by ``lo`` that intersect: b runs from a + 1 to
+    the last interval starting before ``hi[a]``."""
+    stop = np.searchsorted(lo, hi, side="left")
+    count = np.maximum(stop - np.arange(len(lo)) - 1, 0)
+    a = np.repeat(np.arange(len(lo)), count)
+    b = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + a + 1
+    return a, b
+
+
 def overlapping_pairs(mids: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All pairs (i < j) whose intervals [mid - reach, mid + reach] intersect. O(pairs)."""
-    lo, hi = mids - reach, mids + reach
+    lo = mids - reach
     order = np.argsort(lo, kind="stable")
-    lo_s, hi_s = lo[order], hi[order]
-    stop = np.searchsorted(lo_s, hi_s, side="left")  # partners of sorted a are a+1 .. stop-1
-    count = np.maximum(stop - np.arange(len(lo_s)) - 1, 0)
-    a = np.repeat(np.arange(len(lo_s)), count)
-    b = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + a + 1
+    a, b = _sorted_pairs(lo[order], (mids + reach)[order])
     i, j = order[a], order[b]
     return np.minimum(i, j), np.maximum(i, j)
 
@@ -284,10 +297,15 @@ def concerted_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i, j) that overlap and exceed ``level``, with their C; optionally also
     within ``pair_distance_A`` in space (``hops`` gives the events' centres modulo len(hops))."""
-    i, j = overlapping_pairs(ev.mids, reach_frames(ev.sigmas, ev.n_frames))
-    c = pair_correlation(ev, i, j)
+    reach = reach_frames(ev.sigmas, ev.n_frames)
+    # Work on the events sorted in time: a pair's two events sit close in memory.
+    order = np.argsort(ev.mids - reach, kind="stable")
+    ev_s = ev.take(order)
+    a, b = _sorted_pairs(ev_s.mids - reach[order], ev_s.mids + reach[order])
+    c = pair_correlation(ev_s, a, b)
     keep = c > max(float(level), 0.0)
-    i, j, c = i[keep], j[keep], c[keep]
+    i, j, c = order[a[keep]], order[b[keep]], c[keep]
+    i, j = np.minimum(i, j), np.maximum(i, j)
     if pair_distance_A is not None and len(i):
         h = len(hops)
         near = close_pairs(hops, np.stack([i % h, j % h], axis=1), cell, pair_distance_A)
