@@ -47,6 +47,7 @@ COLUMNS = [
     ("mean_n", "<n>", False), ("D_tracer_cm2_s", "D tracer (cm²/s)", False), ("open", "open", False),
 ]
 FORMAT_3G = {"function": "params.value == null ? '' : d3.format('.3g')(params.value)"}
+FORMAT_3E = {"function": "params.value == null ? '' : d3.format('.3~e')(params.value)"}
 
 #: "How to read this" of each cross-run view, and the METHOD.md section behind it.
 HOW_TO_READ = {
@@ -85,7 +86,7 @@ def _column(cid: str, label: str, editable: bool) -> dict:
     col = {"field": cid, "headerName": label, "editable": editable, "headerTooltip": HELP.get(cid, label),
            "filter": True, "sortable": True, "resizable": True}
     if cid in ("mean_n", "D_tracer_cm2_s"):
-        col["valueFormatter"] = FORMAT_3G
+        col["valueFormatter"] = FORMAT_3E if cid.startswith("D_") else FORMAT_3G
     if cid == "temperature_K":
         col["cellDataType"] = "number"
     if cid == "open":

@@ -213,7 +213,10 @@ def pooled_pdf_figure(d: dict) -> go.Figure:
         return _empty("pdf of n pooled over the selected runs", _wrap(pooled["reason"]))
     fig = go.Figure()
     n_max = pooled["n_max"]
-    for fam, p in pooled["families"].items():
+    fams = pooled["families"]
+    for fam, p in fams.items():
+        if fam != "all" and list(p.get("counts", [])) == list(fams["all"].get("counts", [])) and len(fams) == 2:
+            continue  # one family only: its pdf is the "all" one
         n = list(np.asarray(p["n"], int))
         y = list(np.asarray(p["p"], float))
         over = p.get("overflow") or 0
