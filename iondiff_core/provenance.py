@@ -217,6 +217,18 @@ def methods_paragraph(doc: dict) -> str:
         res.append(f"mean n = {mean_n}" + (f" ± {std_n} (std) over concerted groups" if std_n else " over concerted groups"))
     if res:
         s.append("The analysis found " + ", ".join(res) + ".")
+    conc = doc.get("concertedness") or {}
+    share, lo_hi = _fmt(conc.get("observed_fraction"), ".2f"), conc.get("null_ci95") or [None, None]
+    if share and _fmt(lo_hi[0], ".2f") and _fmt(lo_hi[1], ".2f"):
+        s.append(f"A share {share} of the hops were in concerted groups, against a 95 % band of "
+                 f"[{lo_hi[0]:.2f}, {lo_hi[1]:.2f}] for chance coincidences"
+                 + (f" (p = {conc['p_value']:.2g}, {conc.get('replicas')} replicas)" if _fmt(conc.get("p_value")) else "") + ".")
+    d = doc.get("descriptors") or {}
+    D, ci = _fmt(d.get("D_tracer_cm2_s")), d.get("D_tracer_ci95_cm2_s") or [None, None]
+    if D:
+        s.append(f"The tracer diffusion coefficient is {D} cm²/s"
+                 + (f" (95 % interval {ci[0]:.3g} to {ci[1]:.3g} cm²/s)" if _fmt(ci[0]) and _fmt(ci[1]) else " (no interval available)")
+                 + ".")
     if inp.get("flags"):
         s.append(f"Caveat: {inp['flags']}.")
     return " ".join(s)

@@ -119,8 +119,9 @@ def test_library_grid_edits_flags_groups_and_guarded_views(dash_duo, library_dat
     dash_duo.wait_for_contains_text("#library-groups", "LiZ_600K, LiZ_600K_run2", timeout=10)
     assert "partial" in cell(dash_duo, ids["LiX_500K_damaged"], "flags").text
     # Help in place: a tooltip on every column title, "how to read this" with a link to METHOD.md that the server serves.
-    headers = dash_duo.driver.find_elements("css selector", "#library-table .ag-header-cell[col-id]")
-    assert len(headers) >= 10
+    header = dash_duo.find_element("#library-table .ag-header-cell[col-id='material']")
+    ActionChains(dash_duo.driver).move_to_element(header).perform()
+    until(dash_duo, lambda: "Arrhenius fit" in dash_duo.find_element(".ag-tooltip").text, 10)
     link = dash_duo.find_element("#lib-arrhenius-help a")
     assert link.get_attribute("href").endswith("/docs/METHOD.md")
     with urllib.request.urlopen(dash_duo.server_url + "/docs/METHOD.md") as r:
@@ -136,12 +137,15 @@ def test_library_grid_edits_flags_groups_and_guarded_views(dash_duo, library_dat
     dash_duo.wait_for_contains_text("#library-message", "saved tags", timeout=10)
     e = lib.get(ids["LiZ_600K_run2"])
     assert (e.material, e.temperature_K, e.tags) == ("LiZ-hot", 600.0, "sulfide,hot")
+    # The edited material regroups the runs at once.
+    until(dash_duo, lambda: "LiZ-hot: 1 run, all at 600 K" in notes(dash_duo, "lib-arrhenius"), 20)
+    dash_duo.wait_for_contains_text("#library-groups", "LiZ-hot", timeout=10)
     dash_duo.driver.refresh()
     until(dash_duo, lambda: cell(dash_duo, ids["LiZ_600K_run2"], "material").text == "LiZ-hot", 20)
     assert cell(dash_duo, ids["LiZ_600K_run2"], "temperature_K").text == "600"
 
 
-def test_library_selection_reasons_methods_bibtex_and_delete(dash_duo, library_data):
+def test_library_selection_reasons_methods_bibtex_and_delete(dash_duo, library_data, tmp_path):
     app = create_app(library_data, roots=[])
     lib = Library(app.config_object.library_db)
     ids = {e.name: e.id for e in lib.list()}
@@ -157,7 +161,15 @@ def test_library_selection_reasons_methods_bibtex_and_delete(dash_duo, library_d
     doc = json.loads(open(lib.get(ids["LiX_700K"]).result).read())
     assert "1500 frames" in methods and "10 fs apart" in methods and f"{len(doc['hops'])} hops" in methods
     assert "@article{lopez2024concerted" in dash_duo.find_element("#library-bibtex").text
-    assert dash_duo.find_element("#library-record-btn").is_enabled()
+    # The reproducibility record downloads as JSON: every input file's SHA-256, every parameter, versions, seeds.
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    dash_duo.driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    dash_duo.find_element("#library-record-btn").click()
+    until(dash_duo, lambda: list(downloads.glob("*-reproducibility.json")), 20)
+    rec = json.loads(next(downloads.glob("*-reproducibility.json")).read_text())
+    assert {f["name"] for f in rec["input"]["files"]} == {"XDATCAR.gz", "INCAR"} and len(rec["input"]["files"][0]["sha256"]) == 64
+    assert rec["parameters"]["r_vib_A"] == 0.5 and rec["seeds"]["seed"] == 0 and rec["software"]["numpy"]
     # Ticking the flagged run brings it into the views, with a note.
     tick(dash_duo, ids["LiX_500K_damaged"])
     until(dash_duo, lambda: "includes flagged run(s): LiX_500K_damaged" in notes(dash_duo, "lib-pdf"), 20)

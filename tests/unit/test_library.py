@@ -257,3 +257,38 @@ def test_readme_documents_every_environment_variable():
     section = readme.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
     missing = sorted(v for v in used if f"`{v}`" not in section)
     assert used and not missing, f"not in the README's environment variables: {missing}"
+
+
+def test_methods_paragraph_reports_the_concertedness_test_and_d_interval_when_the_document_has_them():
+    doc = {"input": {"frames": 10, "timestep_fs": 2.0, "mobile_species": "Li"}, "parameters": {}, "hops": [], "groups": [],
+           "concertedness": {"observed_fraction": 0.4, "null_ci95": [0.1, 0.2], "p_value": 0.005, "replicas": 200},
+           "descriptors": {"D_tracer_cm2_s": 1.2e-5, "D_tracer_ci95_cm2_s": [1e-5, 1.5e-5]}}
+    text = provenance.methods_paragraph(doc)
+    assert "band of [0.10, 0.20] for chance" in text and "p = 0.005, 200 replicas" in text
+    assert "1.2e-05 cm²/s (95 % interval 1e-05 to 1.5e-05 cm²/s)" in text
+    bare = provenance.methods_paragraph({**doc, "concertedness": None, "descriptors": {"D_tracer_cm2_s": 1.2e-5}})
+    assert "chance" not in bare and "(no interval available)" in bare
+
+
+# ----------------------------------------------------------------------------- the page's server side
+
+def test_record_of_a_library_entry_and_the_docs_route(tmp_path):
+    from dashboard import analysis
+    from dashboard.app_factory import create_app
+    from pages.library import _record
+
+    app = create_app(tmp_path / "data", roots=[])
+    run = tmp_path / "LiX_600K"
+    run.mkdir()
+    write_xdatcar(make_synthetic(n_frames=1200, n_mobile=10, chain_sizes=(1, 2), seed=2).trajectory, run / "XDATCAR.gz")
+    (run / "INCAR").write_text("POTIM = 2\nNBLOCK = 5\nTEBEG = 600\n")
+    eid = analysis.run_analysis(app.config_object, run, Parameters(seed=5))
+    e = Library(app.config_object.library_db).get(eid)
+    rec = _record(e, with_files=True)
+    assert {f["name"] for f in rec["input"]["files"]} == {"XDATCAR.gz", "INCAR"}
+    assert rec["input"]["sha256"] == e.sha256 and rec["seeds"]["seed"] == 5 and "timestep_fs" not in rec["parameters"]
+    client = app.server.test_client()
+    r = client.get("/docs/METHOD.md")
+    assert r.status_code == 200 and b"## 5. Distribution of n" in r.data
+    for bad in ("/docs/../README.md", "/docs/%2e%2e/README.md", "/docs/screenshots/library.png", "/docs/NOPE.md"):
+        assert client.get(bad).status_code == 404, bad
