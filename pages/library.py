@@ -99,9 +99,11 @@ def _column(cid: str, label: str, editable: bool) -> dict:
 
 def how_to_read(view: str) -> html.Details:
     text, section = HOW_TO_READ[view]
+    glossary = [html.Ul([html.Li([html.Code(k), ": ", v]) for k, v in library_stats.DESCRIPTOR_HELP.items()])] if view == "spearman" else []
     return html.Details([
         html.Summary("How to read this"),
         html.P([text, " Definitions: ", html.A(f"METHOD.md, section {section}", href=METHOD_URL, target="_blank"), "."]),
+        *glossary,
     ], id=f"lib-{view}-help", className="how-to-read")
 
 

@@ -19,12 +19,22 @@ from iondiff_core import descriptors as desc
 from iondiff_core.batch import pooled_distributions
 from iondiff_core.transport import KB_EV_PER_K
 
+#: What each descriptor of the Spearman matrix is, with its unit (shown on hover and under the figure).
+DESCRIPTOR_HELP = {
+    "D_tracer_cm2_s": "tracer diffusion coefficient D from the MSD (cm²/s)",
+    "hop_length_mean_A": "mean hop length Δr, centre to centre (Å)",
+    "hop_length_max_A": "longest hop (Å)",
+    "hop_length_min_A": "shortest hop (Å)",
+    "hop_duration_mean_ps": "mean hop duration Δt, time in transit (ps)",
+    "hop_duration_max_ps": "longest hop duration (ps)",
+    "hop_duration_min_ps": "shortest hop duration (ps)",
+    "nu_THz": "hopping frequency ν = hops / (mobile ions x simulated time) (THz)",
+    "residence_time_metastable_ps": "residence time γ at metastable centres, > 1 Å from every lattice site (ps)",
+    "mean_n": "mean number n of hop events per concerted group (n >= 2)",
+    "haven_ratio": "Haven ratio D_tracer / D_collective (undetermined where the collective D's interval includes 0)",
+}
 #: Descriptors of the paper's Fig. 6a, against the tracer D (measured, not set by the user).
-SPEARMAN_KEYS = (
-    "D_tracer_cm2_s", "hop_length_mean_A", "hop_length_max_A", "hop_length_min_A",
-    "hop_duration_mean_ps", "hop_duration_max_ps", "hop_duration_min_ps",
-    "nu_THz", "residence_time_metastable_ps", "mean_n", "haven_ratio",
-)
+SPEARMAN_KEYS = tuple(DESCRIPTOR_HELP)
 #: Columns set by the simulation, not measured: never in the Spearman matrix.
 DESIGN_KEYS = {"temperature_K": "the temperature is set by the simulation, not measured; D against T is the Arrhenius plot"}
 #: Fewest runs for a Spearman matrix: with 3 or 4 every ρ is one of a handful of values and p < 0.05 is out of reach.
@@ -198,9 +208,10 @@ def spearman_figure(d: dict) -> go.Figure:
     text = [[f"N={n[i, j]}" if i == j else
              ("ρ=n/a" if not np.isfinite(rho[i, j]) else f"ρ={rho[i, j]:.2f}") + ("" if not np.isfinite(p[i, j]) else f"<br>p={p[i, j]:.2g}")
              + f"<br>N={n[i, j]}" for j in range(len(rho))] for i in range(len(rho))]
+    about = [[f"{DESCRIPTOR_HELP.get(a, a)}<br>vs {DESCRIPTOR_HELP.get(b, b)}" for b in sp["names"]] for a in sp["names"]]
     fig = go.Figure(go.Heatmap(
         z=rho, x=sp["names"], y=sp["names"], zmin=-1, zmax=1, colorscale="RdBu_r", text=text, texttemplate="%{text}",
-        textfont=dict(size=9), hovertemplate="%{y} vs %{x}<br>%{text}<extra></extra>", colorbar=dict(title="ρ"),
+        customdata=about, textfont=dict(size=9), hovertemplate="%{customdata}<br>%{text}<extra></extra>", colorbar=dict(title="ρ"),
     ))
     fig.update_layout(title=f"Spearman ρ, p-value and N of the descriptors ({sp['runs']} runs)", height=600,
                       xaxis_title="descriptor", yaxis_title="descriptor", margin=dict(l=180, r=20, t=50, b=160))

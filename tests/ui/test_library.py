@@ -122,6 +122,9 @@ def test_library_grid_edits_flags_groups_and_guarded_views(dash_duo, library_dat
     header = dash_duo.find_element("#library-table .ag-header-cell[col-id='material']")
     ActionChains(dash_duo.driver).move_to_element(header).perform()
     until(dash_duo, lambda: "Arrhenius fit" in dash_duo.find_element(".ag-tooltip").text, 10)
+    glossary = dash_duo.find_element("#lib-spearman-help").get_attribute("textContent")
+    assert "nu_THz: hopping frequency" in glossary and "(THz)" in glossary
+    assert "hopping frequency" in plot_js(dash_duo, "lib-spearman", "g.data[0].customdata.flat().join('|')")
     link = dash_duo.find_element("#lib-arrhenius-help a")
     assert link.get_attribute("href").endswith("/docs/METHOD.md")
     with urllib.request.urlopen(dash_duo.server_url + "/docs/METHOD.md") as r:
