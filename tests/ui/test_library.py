@@ -69,6 +69,18 @@ def shot(dash_duo, name):
         dash_duo.driver.set_window_size(1500, 1100)
 
 
+def start(dash_duo, app):
+    """Serve on a free port: other dashboards on this machine may hold dash[testing]'s default 8050."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dash_duo.start_server(app, port=port)
+    dash_duo.driver.get(dash_duo.server_url + "/library")
+    dash_duo.wait_for_contains_text("#library-title", "(8)", timeout=20)
+
+
 def cell(dash_duo, row_id, col):
     return dash_duo.find_element(f"#library-table .ag-row[row-id='{row_id}'] .ag-cell[col-id='{col}']")
 
@@ -99,9 +111,7 @@ def test_library_grid_edits_flags_groups_and_guarded_views(dash_duo, library_dat
     app = create_app(library_data, roots=[])
     lib = Library(app.config_object.library_db)
     ids = {e.name: e.id for e in lib.list()}
-    dash_duo.start_server(app)
-    dash_duo.driver.get(dash_duo.server_url + "/library")
-    dash_duo.wait_for_contains_text("#library-title", "(8)", timeout=20)
+    start(dash_duo, app)
 
     # Spearman: 7 unflagged runs (the flagged one is left out), rho with p and N in every cell, left-out columns listed.
     until(dash_duo, lambda: plot_js(dash_duo, "lib-spearman", "g.data[0].type") == "heatmap", 30)
@@ -152,9 +162,7 @@ def test_library_selection_reasons_methods_bibtex_and_delete(dash_duo, library_d
     app = create_app(library_data, roots=[])
     lib = Library(app.config_object.library_db)
     ids = {e.name: e.id for e in lib.list()}
-    dash_duo.start_server(app)
-    dash_duo.driver.get(dash_duo.server_url + "/library")
-    dash_duo.wait_for_contains_text("#library-title", "(8)", timeout=20)
+    start(dash_duo, app)
     # One run ticked: too few runs for the Spearman matrix, said on the figure; its methods paragraph and BibTeX.
     tick(dash_duo, ids["LiX_700K"])
     until(dash_duo, lambda: "at least 5" in plot_js(dash_duo, "lib-spearman", "g.layout.annotations[0].text"), 20)
