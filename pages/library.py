@@ -7,6 +7,7 @@ only where the runs support it, with the reason otherwise."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -178,6 +179,13 @@ def _changes(changed) -> list[dict]:
     return changed if isinstance(changed, list) else [changed]
 
 
+@functools.lru_cache(maxsize=1024)
+def _group_sizes(path: str, mtime_ns: int) -> tuple[int, ...]:
+    """Group sizes n of a result file (memoised by path and modification time: every edit redraws the views)."""
+    doc = json.loads(Path(path).read_text())
+    return tuple(int(g["n"]) for g in doc.get("groups", []))
+
+
 def _cross_entries(lib: Library, ids: list[str]) -> list[dict]:
     entries = []
     for eid in ids:
@@ -185,8 +193,7 @@ def _cross_entries(lib: Library, ids: list[str]) -> list[dict]:
         if e is None:
             continue
         try:
-            doc = e.load_result()
-            groups = [int(g["n"]) for g in doc.get("groups", [])]
+            groups = list(_group_sizes(e.result, Path(e.result).stat().st_mtime_ns))
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("entry %s has no readable result file", eid)
             continue

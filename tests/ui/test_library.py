@@ -89,7 +89,6 @@ def edit(dash_duo, row_id, col, text):
     c = cell(dash_duo, row_id, col)
     dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", c)
     ActionChains(dash_duo.driver).double_click(c).perform()
-    box = None
     until(dash_duo, lambda: c.find_element("css selector", "input"), 10)
     box = c.find_element("css selector", "input")
     box.send_keys(Keys.CONTROL, "a")
