@@ -223,7 +223,7 @@ def _notes(items: list[str]) -> list:
 
 
 def register(app, cfg):
-    if not any(r.rule == "/docs/<path:name>" for r in app.server.url_map.iter_rules()):
+    if not any(r.rule.startswith("/docs/") for r in app.server.url_map.iter_rules()):  # unless the app serves docs already
         @app.server.route("/docs/<path:name>")
         def docs_file(name):
             """The project's documentation (Markdown as plain text), for the "how to read this" links."""
