@@ -112,6 +112,8 @@ def _view(view: str, graph_id: str) -> html.Div:
     return html.Div([
         dcc.Graph(id=graph_id, config=GRAPH_CONFIG),
         html.Ul(id=f"{graph_id}-note", className="muted"),
+        html.Button("Data (CSV)", id=f"lib-{view}-csv-btn", className="secondary",
+                    title="The numbers behind this figure for the selected runs, as CSV (units in the column names)"),
         how_to_read(view),
     ], className="panel")
 
@@ -169,6 +171,7 @@ def layout(cfg):
         html.Div([
             _view("spearman", "lib-spearman"), _view("pdf", "lib-pdf"), _view("arrhenius", "lib-arrhenius"), _view("nu", "lib-nu"),
         ], className="grid2", style={"marginTop": "1rem"}),
+        dcc.Download(id="lib-view-csv"),
     ], style={"padding": "1rem"})
 
 
@@ -201,6 +204,11 @@ def _cross_entries(lib: Library, ids: list[str]) -> list[dict]:
                         "temperature_K": e.temperature_K, "descriptors": e.descriptors, "groups": groups,
                         "params": e.params, "n_max": e.params.get("n_max"), "flags": e.flags})
     return entries
+
+
+def _selected_ids(rows: list[dict], selected: list[dict] | None) -> list[str]:
+    """The runs of the cross-run views: the ticked ones, else every unflagged one."""
+    return [r["id"] for r in selected] if selected else [r["id"] for r in rows if not r.get("flags")]
 
 
 def _record(e, with_files: bool) -> dict:
@@ -276,10 +284,8 @@ def register(app, cfg):
         Input("library-table", "rowData"), Input("library-table", "selectedRows"),
     )
     def cross(rows, selected):
-        lib = Library(cfg.library_db)
         rows = rows or []
-        ids = [r["id"] for r in selected] if selected else [r["id"] for r in rows if not r.get("flags")]
-        entries = _cross_entries(lib, ids)
+        entries = _cross_entries(Library(cfg.library_db), _selected_ids(rows, selected))
         d = library_stats.process_data(entries)
         flagged = [e["name"] for e in entries if e["flags"]]
         skipped = [r["name"] for r in rows if r.get("flags")] if not selected else []
@@ -298,6 +304,17 @@ def register(app, cfg):
         return (library_stats.spearman_figure(d), library_stats.pooled_pdf_figure(d), library_stats.arrhenius_figure(d),
                 library_stats.nu_figure(d), _notes(sp_notes + common), _notes(pdf_notes + common), _notes(arr_notes + common),
                 _notes(nu_notes + common), d["groups"])
+
+    @app.callback(
+        Output("lib-view-csv", "data"),
+        *[Input(f"lib-{v}-csv-btn", "n_clicks") for v in library_stats.VIEWS],
+        State("library-table", "rowData"), State("library-table", "selectedRows"), prevent_initial_call=True,
+    )
+    def view_csv(*args):
+        rows, selected = args[-2] or [], args[-1]
+        view = str(ctx.triggered_id).removeprefix("lib-").removesuffix("-csv-btn")
+        d = library_stats.process_data(_cross_entries(Library(cfg.library_db), _selected_ids(rows, selected)))
+        return {"content": library_stats.data_csv(d, view), "filename": f"library-{view}.csv"}
 
     @app.callback(
         Output("library-entry", "children"), Output("library-record-btn", "disabled"),

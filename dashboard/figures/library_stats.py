@@ -289,3 +289,52 @@ def nu_figure(d: dict) -> go.Figure:
                       xaxis_title="ν (THz)", yaxis_title="ν0 (THz)", xaxis_type="log", yaxis_type="log",
                       margin=dict(l=60, r=20, t=50, b=50))
     return fig
+
+
+VIEWS = ("spearman", "pdf", "arrhenius", "nu")
+
+
+def data_csv(d: dict, view: str) -> str:
+    """The numbers behind one view as CSV text (units in the column names); a view the
+    runs do not support gives its reason as a ``#`` comment line."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if view == "spearman":
+        sp = d["spearman"]
+        if "reason" in sp:
+            return f"# {sp['reason']}\n"
+        w.writerow(["descriptor_a", "descriptor_b", "rho", "p_value", "n_runs"])
+        for i, a in enumerate(sp["names"]):
+            for j, b in enumerate(sp["names"]):
+                if j > i:
+                    w.writerow([a, b, sp["rho"][i, j], sp["p"][i, j], int(sp["n"][i, j])])
+    elif view == "pdf":
+        pooled = d["pooled"]
+        if "reason" in pooled:
+            return f"# {pooled['reason']}\n"
+        w.writerow(["family", "n", "probability", "groups"])
+        for fam, p in pooled["families"].items():
+            for n, prob, c in zip(p["n"], p["p"], p.get("counts", [None] * len(p["n"]))):
+                w.writerow([fam, int(n), float(prob), None if c is None else int(c)])
+            w.writerow([fam, f">{pooled['n_max']}", p.get("overflow"), p.get("overflow_count", "")])
+    elif view == "arrhenius":
+        arr = d["arrhenius"]
+        for r in arr["reasons"]:
+            w.writerow([f"# {r}"])
+        w.writerow(["material", "run", "inverse_T_1000_per_K", "D_tracer_cm2_s", "D_ci95_low_cm2_s", "D_ci95_high_cm2_s",
+                    "Ea_eV", "Ea_ci95_halfwidth_eV", "D0_cm2_s"])
+        for m, a in arr["fits"].items():
+            for x, D, lo, hi, name in a["points"]:
+                w.writerow([m, name, x, D, lo, hi, a["Ea_eV"], a["Ea_ci95_halfwidth_eV"], a["D0_cm2_s"]])
+    elif view == "nu":
+        if d["nu"].get("reason"):
+            return f"# {d['nu']['reason']}\n"
+        w.writerow(["run", "nu_THz", "nu0_THz"])
+        for name, nu, nu0 in zip(d["nu"]["labels"], d["nu"]["nu"], d["nu"]["nu0"]):
+            w.writerow([name, float(nu), float(nu0)])
+    else:
+        raise ValueError(f"unknown view {view!r} (one of {', '.join(VIEWS)})")
+    return buf.getvalue()

@@ -180,6 +180,10 @@ def test_library_selection_reasons_methods_bibtex_and_delete(dash_duo, library_d
     rec = json.loads(next(downloads.glob("*-reproducibility.json")).read_text())
     assert {f["name"] for f in rec["input"]["files"]} == {"XDATCAR.gz", "INCAR"} and len(rec["input"]["files"][0]["sha256"]) == 64
     assert rec["parameters"]["r_vib_A"] == 0.5 and rec["seeds"]["seed"] == 0 and rec["software"]["numpy"]
+    # The data behind a view as CSV, for the selected runs: here the reason there is no matrix.
+    dash_duo.find_element("#lib-spearman-csv-btn").click()
+    until(dash_duo, lambda: (downloads / "library-spearman.csv").exists(), 20)
+    assert (downloads / "library-spearman.csv").read_text().startswith("# 1 run selected: the Spearman matrix needs at least 5")
     # Ticking the flagged run brings it into the views, with a note.
     tick(dash_duo, ids["LiX_500K_damaged"])
     until(dash_duo, lambda: "includes flagged run(s): LiX_500K_damaged" in notes(dash_duo, "lib-pdf"), 20)

@@ -292,3 +292,25 @@ def test_record_of_a_library_entry_and_the_docs_route(tmp_path):
     assert r.status_code == 200 and b"## 5. Distribution of n" in r.data
     for bad in ("/docs/../README.md", "/docs/%2e%2e/README.md", "/docs/screenshots/library.png", "/docs/NOPE.md"):
         assert client.get(bad).status_code == 404, bad
+
+
+def test_data_behind_each_view_as_csv():
+    import csv
+    import io
+
+    rng = np.random.default_rng(1)
+    entries = [_entry(i, T, D=1e-3 * np.exp(-0.3 / (KB_EV_PER_K * T)) * np.exp(rng.normal(0, 0.05)))
+               for i, T in enumerate((500, 600, 700, 800, 900, 1000))] + [_entry(9, 600, material="NaY")]
+    d = library_stats.process_data(entries)
+    sp = list(csv.DictReader(io.StringIO(library_stats.data_csv(d, "spearman"))))
+    m = len(d["spearman"]["names"])
+    assert len(sp) == m * (m - 1) // 2 and {"rho", "p_value", "n_runs"} <= set(sp[0])
+    pdf = list(csv.DictReader(io.StringIO(library_stats.data_csv(d, "pdf"))))
+    assert pdf[20]["n"] == ">20" and float(pdf[1]["probability"]) == pytest.approx(d["pooled"]["families"]["all"]["p"][1])
+    arr = library_stats.data_csv(d, "arrhenius")
+    assert arr.startswith('"# NaY: 1 run, all at 600 K') and arr.count("\nLiX,") == 6
+    assert float(arr.split("\nLiX,")[1].split(",")[5]) == pytest.approx(d["arrhenius"]["fits"]["LiX"]["Ea_eV"])
+    few = library_stats.process_data(entries[:2])
+    assert library_stats.data_csv(few, "spearman").startswith("# 2 runs selected")
+    with pytest.raises(ValueError, match="unknown view"):
+        library_stats.data_csv(d, "3d")
