@@ -167,7 +167,9 @@ def methods_paragraph(doc: dict) -> str:
         run.append(f"at {_fmt(inp['temperature_K'], 'g')} K")
     if inp.get("atoms"):
         run.append(f"{inp['atoms']} atoms")
-    sha = inp.get("sha256")
+    files = [f for f in inp.get("files") or [] if f.get("sha256")]
+    sha = ("SHA-256 " + "; ".join(f"{f['name']} {f['sha256']}" for f in files) if files
+           else f"input SHA-256 {inp['sha256']}" if inp.get("sha256") else "")
     s = [
         f"Ionic hops of the {species} ions were identified with the unsupervised k-means clustering method of "
         f"López, Rurali and Cazorla [{PAPER_KEY}], as implemented in {SOFTWARE_NAME} {sw.get(SOFTWARE_NAME)} "
@@ -175,7 +177,7 @@ def methods_paragraph(doc: dict) -> str:
         f"scikit-learn {sw.get('scikit-learn')})."
     ]
     if run or sha:
-        s.append("The trajectory (" + ", ".join(run) + (f"; SHA-256 {sha}" if sha else "") + ") was analysed as follows.")
+        s.append("The trajectory (" + "; ".join(x for x in (", ".join(run), sha) if x) + ") was analysed as follows.")
     if p:
         k_max = p.get("k_max")
         k_txt = f"K up to {k_max}" if k_max else f"K raised until the silhouette had fallen for {p.get('k_patience')} values past its maximum, at most {p.get('k_max_limit')}"

@@ -148,7 +148,7 @@ def layout(cfg):
         ], className="panel"),
         html.Div([
             html.Div([
-                html.H4("Runs by material and temperature"),
+                html.H4("Runs in the views below, by material and temperature"),
                 dag.AgGrid(id="library-groups", rowData=[], columnSize="responsiveSizeToFit",
                            columnDefs=[{"field": "material", "headerTooltip": HELP["material"]},
                                        {"field": "temperature_K", "headerName": "T (K)", "headerTooltip": HELP["temperature_K"]},
@@ -206,6 +206,12 @@ def _cross_entries(lib: Library, ids: list[str]) -> list[dict]:
     return entries
 
 
+@functools.lru_cache(maxsize=256)
+def _input_files(path: str, mtime_ns: int) -> tuple[dict, ...]:
+    """SHA-256 of each input file (memoised: hashing a large trajectory takes a second)."""
+    return tuple(provenance.input_files(path))
+
+
 def _selected_ids(rows: list[dict], selected: list[dict] | None) -> list[str]:
     """The runs of the cross-run views: the ticked ones, else every unflagged one."""
     return [r["id"] for r in selected] if selected else [r["id"] for r in rows if not r.get("flags")]
@@ -221,7 +227,7 @@ def _record(e, with_files: bool) -> dict:
         if e.params.get(k) is not None:
             info[k] = e.params[k]
     if with_files and Path(e.trajectory).exists():
-        info["files"] = provenance.input_files(e.trajectory)
+        info["files"] = list(_input_files(e.trajectory, Path(e.trajectory).stat().st_mtime_ns))
     params = {k: v for k, v in e.params.items() if k not in ("timestep_fs", "temperature_K")}
     return provenance.record(doc, params, info)
 
@@ -328,7 +334,7 @@ def register(app, cfg):
             return html.Div("this run is no longer in the library", className="alert-error"), True
         try:
             doc = e.load_result()
-            doc = {**doc, "provenance": _record(e, with_files=False)}
+            doc = {**doc, "provenance": _record(e, with_files=True)}
         except (OSError, ValueError) as exc:
             return html.Div(f"the result file of {e.name} cannot be read: {exc}", className="alert-error"), True
         return html.Div([

@@ -170,7 +170,9 @@ def test_library_selection_reasons_methods_bibtex_and_delete(dash_duo, library_d
     methods = dash_duo.find_element("#library-methods").text
     doc = json.loads(open(lib.get(ids["LiX_700K"]).result).read())
     assert "1500 frames" in methods and "10 fs apart" in methods and f"{len(doc['hops'])} hops" in methods
+    assert "SHA-256 INCAR " in methods and " XDATCAR.gz " in methods  # each input file's hash, as sha256sum prints it
     assert "@article{lopez2024concerted" in dash_duo.find_element("#library-bibtex").text
+    shot(dash_duo, "library-selected")
     # The reproducibility record downloads as JSON: every input file's SHA-256, every parameter, versions, seeds.
     downloads = tmp_path / "downloads"
     downloads.mkdir()

@@ -185,6 +185,8 @@ def test_methods_paragraph_states_the_run_its_parameters_and_cites(analysed):
     for needed in ("López, Rurali and Cazorla", "[lopez2024concerted]", "[iondiff_dashboard]", "1200 frames", "10 fs apart",
                    "600 K", "r_vib = 0.55 Å", "seed 3", f"{len(doc['hops'])} hops", f"NumPy {numpy_version()}"):
         assert needed in text, needed
+    with_files = {**doc, "provenance": provenance.record(doc, params, {"files": [{"name": "XDATCAR", "sha256": "ab" * 32}]})}
+    assert f"SHA-256 XDATCAR {'ab' * 32}" in provenance.methods_paragraph(with_files)
     no_dt = {**doc, "input": {**doc["input"], "timestep_fs": None}}
     assert "fs apart" not in provenance.methods_paragraph(no_dt)  # nothing the document does not hold
     flagged = {**doc, "provenance": provenance.record(doc, params, {"flags": "partial: 3 complete frames"})}
