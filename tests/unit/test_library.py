@@ -316,3 +316,14 @@ def test_data_behind_each_view_as_csv():
     assert library_stats.data_csv(few, "spearman").startswith("# 2 runs selected")
     with pytest.raises(ValueError, match="unknown view"):
         library_stats.data_csv(d, "3d")
+
+
+def test_no_runs_and_unknown_temperatures_give_reasons_not_errors():
+    d = library_stats.process_data([])
+    assert "0 runs selected" in d["spearman"]["reason"] and d["pooled"]["reason"] == "no runs selected" and d["groups"] == []
+    for f in (library_stats.spearman_figure, library_stats.pooled_pdf_figure, library_stats.arrhenius_figure, library_stats.nu_figure):
+        assert f(d).layout.annotations  # the reason, on the figure
+    unknown = library_stats.process_data([_entry(0, None), _entry(1, None)])
+    assert unknown["arrhenius"]["reasons"] == [
+        "LiX: 2 runs, no temperature known: no Arrhenius fit (it needs at least 2 temperatures; edit a run's temperature "
+        "or material in the table if it is wrong)"]
