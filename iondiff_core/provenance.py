@@ -48,6 +48,7 @@ BIBTEX = f"""@article{{{PAPER_KEY},
 }}
 
 @software{{{SOFTWARE_KEY},
+  author  = {{{{The IonDiff dashboard developers}}}},
   title   = {{{SOFTWARE_TITLE}}},
   version = {{{_package_version()}}},
   year    = {{2026}},
