@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dashboard.figures import correlation_heatmaps, descriptor_table, hop_paths_3d, library_stats, msd, n_distribution, timeline, van_hove
+from dashboard.figures import correlation_heatmaps, descriptor_table, hop_paths_3d, msd, n_distribution, timeline, van_hove
 from iondiff_core import pipeline
 from iondiff_core.parameters import Parameters
 from iondiff_core.synthetic import make_synthetic
@@ -59,19 +59,3 @@ def test_distribution_msd_vanhove_table(result):
     rows = descriptor_table.process_data({"D_tracer_cm2_s": 1.23456e-5, "hop_length_mean_A": 2.5, "n_hops": 3, "x": float("nan")})
     assert rows[0] == {"descriptor": "D tracer", "value": "1.235e-05", "unit": "cm²/s"} and rows[1]["unit"] == "Å"
     assert rows[3]["value"] == "n/a"
-
-
-def test_library_stats(result):
-    doc = result.to_dict()
-    entries = [
-        {"name": f"r{i}", "material": "LiX", "family": "Li-based", "species": "Li", "temperature_K": t,
-         "descriptors": {**doc["descriptors"], "D_tracer_cm2_s": 1e-3 * np.exp(-0.2 / (8.617e-5 * t)), "mean_n": 2.0 + i},
-         "groups": [g["n"] for g in doc["groups"]]}
-        for i, t in enumerate((500, 600, 700, 800))
-    ]
-    d = library_stats.process_data(entries)
-    assert "D_tracer_cm2_s" in d["spearman"]["names"]
-    assert d["arrhenius"]["LiX"]["Ea_tracer_eV"] == pytest.approx(0.2, rel=1e-4)
-    assert d["pooled"]["all"]["counts"].sum() == 4 * len(doc["groups"])
-    for f in (library_stats.spearman_figure, library_stats.pooled_pdf_figure, library_stats.arrhenius_figure, library_stats.nu_figure):
-        assert f(d).data
