@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from iondiff_core import provenance
+
 HOP_COLUMNS = ("ion", "atom", "start", "end", "length_A", "duration_ps", "open_ended", "resolved", "group")
 
 
@@ -104,7 +106,19 @@ def result_to_dict(result) -> dict:
         "descriptors": result.descriptors,
         "warnings": result.warnings,
     }
-    return _clean(doc)
+    doc = _clean(doc)
+    doc["provenance"] = _clean(provenance.record(doc, result.params, {"sha256": result.prep.digest, "files": _input_files(traj.source)}))
+    return doc
+
+
+def _input_files(source: str) -> list[dict]:
+    """Name, size and SHA-256 of the input file(s), when the source is a file on disk."""
+    from pathlib import Path
+
+    try:
+        return provenance.input_files(source) if source and Path(source).exists() else []
+    except OSError:
+        return []
 
 
 def dumps(doc: dict) -> str:
