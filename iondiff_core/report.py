@@ -112,11 +112,16 @@ def result_to_dict(result) -> dict:
 
 
 def _input_files(source: str) -> list[dict]:
-    """Name, size and SHA-256 of the input file(s), when the source is a file on disk."""
+    """Name, size and SHA-256 of the input file and the INCAR beside it, when on disk."""
     from pathlib import Path
 
     try:
-        return provenance.input_files(source) if source and Path(source).exists() else []
+        p = Path(source) if source else None
+        if p is None or not p.is_file():
+            return []
+        files = provenance.input_files(p)
+        incar = p.parent / "INCAR"
+        return files + (provenance.input_files(incar) if incar.is_file() else [])
     except OSError:
         return []
 
