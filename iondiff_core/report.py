@@ -106,9 +106,14 @@ def result_to_dict(result) -> dict:
         "descriptors": result.descriptors,
         "warnings": result.warnings,
     }
-    doc = _clean(doc)
-    doc["provenance"] = _clean(provenance.record(doc, result.params, {"sha256": result.prep.digest, "files": _input_files(traj.source)}))
-    return doc
+    return _clean(doc)
+
+
+def with_provenance(doc: dict, result) -> dict:
+    """``doc`` with its reproducibility record (``provenance``: input file hashes, every
+    parameter, seeds, software versions)."""
+    rec = provenance.record(doc, result.params, {"sha256": result.prep.digest, "files": _input_files(result.prep.trajectory.source)})
+    return {**doc, "provenance": _clean(rec)}
 
 
 def _input_files(source: str) -> list[dict]:
