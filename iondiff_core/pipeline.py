@@ -204,25 +204,28 @@ class Result:
         return result_to_dict(self)
 
 
-class ReferenceCache:
-    """In-memory memo of random references (they depend only on widths and length)."""
+class Memo:
+    """Small in-memory memo of derived results keyed by the arrays and values they depend
+    on (random references, spatial pair sets, null replicas), so a slider move that does
+    not change them does not recompute them."""
 
     def __init__(self, size: int = 32):
-        self._d: dict[str, correlations.Reference] = {}
+        self._d: dict[str, object] = {}
         self.size = size
 
-    def get(self, sigmas: np.ndarray, n_frames: int, params: Parameters) -> correlations.Reference:
-        key = hashlib.sha1(
-            np.round(sigmas, 9).tobytes() + repr((n_frames, params.n_random, params.seed, params.random_width)).encode()
-        ).hexdigest()
+    def get(self, parts: tuple, compute: Callable[[], object]):
+        h = hashlib.sha1()
+        for p in parts:
+            h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
+        key = h.hexdigest()
         if key not in self._d:
             if len(self._d) >= self.size:
                 self._d.pop(next(iter(self._d)))
-            self._d[key] = correlations.random_reference(sigmas, n_frames, params.n_random, params.seed, params.random_width)
+            self._d[key] = compute()
         return self._d[key]
 
 
-_REFERENCES = ReferenceCache()
+_MEMO = Memo()
 
 
 def hop_stage(prep: Prepared, clustering: centres_mod.Clustering, params: Parameters):
@@ -249,14 +252,22 @@ def cheap_stages(
     hops = ha.hops
     t = traj.n_frames
     sig = correlations.event_sigmas(hops, params.width_factor, params.width_rule)
-    ref = _REFERENCES.get(sig, t, params)
+    rand = (t, params.n_random, params.seed, params.random_width)
+    ref = _MEMO.get(("reference", np.round(sig, 9), rand), lambda: correlations.random_reference(sig, t, *rand[1:]))
     level = ref.level(params.reference_level)
     cell = traj.cells[0]
-    corr = correlations.correlate(hops, t, level, params.width_factor, cell, params.pair_distance_A, params.width_rule)
+    near = None
+    if params.pair_distance_A is not None and len(hops):
+        near = _MEMO.get(("near", hops.origin_A, hops.target_A, cell, params.pair_distance_A),
+                         lambda: correlations.SpatialPairs(hops, cell, params.pair_distance_A))
+    corr = correlations.correlate(hops, t, level, params.width_factor, cell, params.pair_distance_A, params.width_rule, near)
     mech = correlations.classify_pairs(hops, corr, cell, params.mechanism_distance_A)
     dist = distribution.n_distribution(corr.sizes, params.n_max, params.seed)
     _report(progress, "hops", 0.5, "null model")
-    null = correlations.null_replicas(hops, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A)
+    null = _MEMO.get(
+        ("null", hops.mid_frame, hops.ion, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A),
+        lambda: correlations.null_replicas(hops, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A, near),
+    )
     conc = correlations.concertedness(corr.sizes, null, params.n_max)
     cons = consistency.check(prep.positions_A, hops)
     meta = descriptors.metastable_centres(prep, cen, params.metastable_distance_A, params.reference_structure)
