@@ -236,7 +236,8 @@ def cluster_ions(
         ``positions_A`` is a path the arguments are plain (path, ints, a dict), so the
         blocks may run on other machines (``dashboard.celery_app.CeleryBlockMap``).
     block_ions : int, optional
-        Ions per block (default: 4 blocks per process, or 64 blocks with ``map_blocks``).
+        Ions per block. Default: 4 blocks per process; with ``map_blocks``, its attribute
+        ``block_ions`` if set, else at most 64 blocks of at least 10^5 ion-frames each.
 
     Positions are first averaged over ``params.denoise_fs`` (needs ``timestep_fs``). The
     result does not depend on ``n_jobs``, ``map_blocks`` or ``block_ions``.
@@ -259,7 +260,10 @@ def cluster_ions(
         map_blocks = ProcessPoolMap(min(n_jobs, n))
         # Small blocks keep the progress bar moving and the processes evenly loaded.
         block_ions = block_ions or -(-n // min(n, 4 * n_jobs))
-    block_ions = block_ions or -(-n // min(n, 64))
+    # At most 64 blocks, each of at least 10^5 ion-frames (a few tenths of a second):
+    # enough to share among workers, few enough that the per-job overhead stays small.
+    t = x.shape[1] if on_disk else x.shape[0]
+    block_ions = block_ions or getattr(map_blocks, "block_ions", None) or max(-(-n // 64), -(-100_000 // max(t, 1)))
     bounds = list(range(0, n, block_ions)) + [n]
     spans = list(zip(bounds[:-1], bounds[1:]))
     settings = params.to_dict()
