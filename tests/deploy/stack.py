@@ -79,9 +79,9 @@ def _stop(p: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurrency: int = 1, workers: int = 1):
+def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurrency: int = 1, workers: int = 1, **extra_env):
     """Redis, Celery workers (``worker``, ``worker2``, ...) and gunicorn on free loopback
-    ports; stopped on exit."""
+    ports, every process with ``extra_env`` set; stopped on exit."""
     redis_port, web_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -90,6 +90,7 @@ def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurren
         "IONDIFF_ROOTS": str(sims),
         "IONDIFF_SECRET_KEY": "test-secret-key",
         "PYTHONPATH": str(ROOT),
+        **extra_env,
     }
     env.pop("IONDIFF_PASSWORD", None)
     procs = {}
