@@ -13,6 +13,7 @@ uses its own stage store, so no block is reused from the previous one.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import sys
@@ -64,7 +65,7 @@ def main() -> None:
         (tmp / "data").mkdir()
         with running_stack(tmp / "data", tmp / "sims", web_workers=1) as stack:
             os.environ["REDIS_URL"] = stack.env["REDIS_URL"]  # before the Celery app is imported
-            from dashboard.celery_app import CeleryBlockMap
+            from dashboard.celery_app import CeleryBlockMap, celery_app
 
             for workers in (1, 2):
                 if workers == 2:
@@ -78,6 +79,8 @@ def main() -> None:
                 dt = time.perf_counter() - t0
                 print(f"Celery, {workers} worker(s):     {dt:7.2f} s   ({base / dt:.2f}x the local run)   "
                       f"identical to local: {identical(local, got)}")
+                gc.collect()  # the jobs' handles unsubscribe from Redis now, while it runs
+            celery_app.backend.result_consumer.stop()
 
 
 if __name__ == "__main__":
