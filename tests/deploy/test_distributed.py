@@ -2,7 +2,6 @@
 run on two Celery workers through the shared stage store, with results identical to a
 local run, and a worker killed mid-block loses nothing."""
 
-import json
 import os
 import re
 import shutil
@@ -141,3 +140,32 @@ def test_worker_killed_mid_block_loses_nothing(two_workers, tmp_path):
     with np.load(out) as z:
         got = Clustering.from_arrays({k: z[k] for k in z.files})
     same(got, cluster_ions(x, atoms, Parameters(), 10.0))
+
+
+FAILING = """
+import json, sys
+from dashboard.celery_app import CeleryBlockMap
+from iondiff_core.centres import cluster_block
+from iondiff_core.parameters import Parameters
+m = CeleryBlockMap(sys.argv[1], help=False, timeout_s=120)
+try:
+    m(json.dumps, [("x",)])
+except ValueError as exc:
+    print("refused:", exc)
+try:
+    m(cluster_block, [(sys.argv[1] + "/missing.npy", 0, 1, [0], Parameters().to_dict(), 1)])
+except RuntimeError as exc:
+    print("failed:", exc)
+"""
+
+
+def test_a_failing_block_fails_the_call_and_names_the_block(two_workers):
+    """A block that raises on the worker is an error naming the block (no hang); a message
+    cannot make a worker run anything but an engine function."""
+    stack = two_workers
+    store = stack.data / "stages" / "failing"
+    store.mkdir()
+    r = subprocess.run([sys.executable, "-c", FAILING, str(store)], cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=200)
+    assert r.returncode == 0, r.stderr
+    assert "refused: not an engine block function: 'json:dumps'" in r.stdout
+    assert "failed: ion block 1 of 1 failed on a worker: FileNotFoundError" in r.stdout, r.stdout
