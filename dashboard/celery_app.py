@@ -178,7 +178,10 @@ class CeleryBlockMap:
     block (default ``IONDIFF_BLOCK_IONS``, else the engine's choice).
     """
 
-    def __init__(self, store_dir, help: bool = True, block_ions: int | None = BLOCK_IONS, poll_s: float = 0.1, timeout_s: float = TIME_LIMIT_S):
+    def __init__(
+        self, store_dir, help: bool = True, block_ions: int | None = BLOCK_IONS,
+        poll_s: float = 0.1, timeout_s: float = TIME_LIMIT_S,
+    ):
         self.store_dir = str(Path(store_dir).resolve())
         self.block_ions = block_ions
         self.help = help
@@ -195,16 +198,20 @@ class CeleryBlockMap:
         try:
             args = [json.loads(json.dumps(list(b))) for b in blocks]
         except TypeError as exc:
-            raise TypeError(f"block arguments must be plain (paths, numbers, dicts) to go through Redis: {exc}") from None
+            raise TypeError(f"block arguments must be plain (paths, numbers, dicts) for Redis: {exc}") from None
         store = StageCache(self.store_dir)
         keys = [StageCache.key("block", {"fn": ref, "args": a}) for a in args]
         task = current_task
         # Stable across redelivery of the calling job, so it can take back its own claims.
         owner = f"caller-{task.request.id}" if task and task.request.id else f"caller-{uuid.uuid4()}"
         out: list = [None] * len(blocks)
-        jobs = {k: run_block.apply_async((ref, args[k], self.store_dir, keys[k])) for k in range(len(blocks)) if not store.path(keys[k]).exists()}
+        jobs = {
+            k: run_block.apply_async((ref, args[k], self.store_dir, keys[k]))
+            for k in range(len(blocks))
+            if not store.path(keys[k]).exists()
+        }
         pending = list(range(len(blocks)))
-        end, polls = time.monotonic() + self.timeout_s, 0
+        end, polls, theirs = time.monotonic() + self.timeout_s, 0, set()
         try:
             while pending:
                 for k in [k for k in pending if store.path(keys[k]).exists()]:
@@ -216,17 +223,28 @@ class CeleryBlockMap:
                         done(k)
                 if not pending:
                     break
-                mine = next((k for k in reversed(pending) if self.help and _claim(keys[k], owner)), None)
-                if mine is not None:
-                    _compute_block(ref, args[mine], store, keys[mine], f"caller {owner}")
-                    continue
+                if self.help:  # take the last block nobody has claimed (workers start from the first)
+                    mine = None
+                    for k in reversed(pending):
+                        if k not in theirs:
+                            if _claim(keys[k], owner):
+                                mine = k
+                                break
+                            theirs.add(k)  # a job holds it; if its worker dies, the job is redelivered
+                    if mine is not None:
+                        _compute_block(ref, args[mine], store, keys[mine], f"caller {owner}")
+                        continue
                 polls += 1
                 for k in pending if polls % 10 == 0 else ():  # a failed job: about once a second
                     if k in jobs and jobs[k].state == "FAILURE":
                         exc = jobs[k].result
-                        raise RuntimeError(f"ion block {k + 1} of {len(blocks)} failed on a worker: {type(exc).__name__}: {exc}")
+                        raise RuntimeError(
+                            f"ion block {k + 1} of {len(blocks)} failed on a worker: {type(exc).__name__}: {exc}"
+                        )
                 if time.monotonic() > end:
-                    raise TimeoutError(f"{len(pending)} ion block(s) not done after {self.timeout_s:.0f} s: are the workers running?")
+                    raise TimeoutError(
+                        f"{len(pending)} ion block(s) not done after {self.timeout_s:.0f} s: are the workers running?"
+                    )
                 time.sleep(self.poll_s)
         finally:
             # Jobs not started yet (their blocks were done here) need not occupy a worker.

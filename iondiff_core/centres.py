@@ -267,12 +267,13 @@ def cluster_ions(
     bounds = list(range(0, n, block_ions)) + [n]
     spans = list(zip(bounds[:-1], bounds[1:]))
     settings = params.to_dict()
-    blocks = [
-        (str(positions_A), a, b, [int(v) for v in atoms[a:b]], settings, window)
-        if on_disk
-        else (np.ascontiguousarray(np.moveaxis(x[:, a:b], 1, 0)), 0, b - a, [int(v) for v in atoms[a:b]], settings, window)
-        for a, b in spans
-    ]
+    blocks = []
+    for a, b in spans:
+        ids = [int(v) for v in atoms[a:b]]
+        if on_disk:
+            blocks.append((str(positions_A), a, b, ids, settings, window))
+        else:  # ion-major, as cluster_block reads it
+            blocks.append((np.ascontiguousarray(np.moveaxis(x[:, a:b], 1, 0)), 0, b - a, ids, settings, window))
     finished = [0]
 
     def done(k):

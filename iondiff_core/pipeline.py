@@ -145,11 +145,13 @@ def clustering_stage(
     if map_blocks is not None:
         if cache is None:
             raise ValueError("map_blocks needs a stage cache folder that the block workers share")
-        pkey = StageCache.key("positions", {"digest": prep.digest, "species": prep.species, "remove_drift": params.remove_drift})
+        which = {"digest": prep.digest, "species": prep.species, "remove_drift": params.remove_drift}
+        pkey = StageCache.key("positions", which)
         positions = cache.folder.resolve() / f"{pkey}.npy"
         if not positions.exists():
             centres_mod.write_ion_major(prep.positions_A, positions)
-    result = centres_mod.cluster_ions(positions, prep.atoms, params, prep.trajectory.timestep_fs, each, n_jobs, map_blocks)
+    timestep = prep.trajectory.timestep_fs
+    result = centres_mod.cluster_ions(positions, prep.atoms, params, timestep, each, n_jobs, map_blocks)
     if cache is not None:
         cache.save(key, result.to_arrays())
     return result
