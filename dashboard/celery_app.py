@@ -143,9 +143,15 @@ def _claim(key: str, owner: str) -> bool:
 
 
 def _compute_block(ref: str, args: list, store, key: str, who: str) -> None:
-    _blocks_log.info("ion block %s started by %s", key, who)
-    store.save(key, _block_function(ref)(*args))
-    _blocks_log.info("ion block %s computed by %s", key, who)
+    """Compute a block whose claim is held, save it, release the claim (so that the block
+    is computed again if the stage store is emptied later)."""
+    if not store.path(key).exists():  # else saved by the previous holder meanwhile
+        _blocks_log.info("ion block %s started by %s", key, who)
+        store.save(key, _block_function(ref)(*args))
+        _blocks_log.info("ion block %s computed by %s", key, who)
+    client = getattr(celery_app.backend, "client", None)
+    if client is not None:
+        client.delete(f"iondiff-claim-{key}")
 
 
 @celery_app.task(name="iondiff.run_block", bind=True)
