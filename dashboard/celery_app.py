@@ -142,13 +142,26 @@ def _claim(key: str, owner: str) -> bool:
     return False
 
 
+def _holder(key: str) -> str | None:
+    """The job id (or ``caller-...``) holding the claim on a block, if any."""
+    client = getattr(celery_app.backend, "client", None)
+    held = client.get(f"iondiff-claim-{key}") if client is not None else None
+    return held.decode() if held is not None else None
+
+
 def _compute_block(ref: str, args: list, store, key: str, who: str) -> None:
     """Compute a block whose claim is held, save it, release the claim (so that the block
-    is computed again if the stage store is emptied later)."""
-    if not store.path(key).exists():  # else saved by the previous holder meanwhile
-        _blocks_log.info("ion block %s started by %s", key, who)
-        store.save(key, _block_function(ref)(*args))
-        _blocks_log.info("ion block %s computed by %s", key, who)
+    is computed again if it failed or if the stage store is emptied later)."""
+    try:
+        if not store.path(key).exists():  # else saved by the previous holder meanwhile
+            _blocks_log.info("ion block %s started by %s", key, who)
+            store.save(key, _block_function(ref)(*args))
+            _blocks_log.info("ion block %s computed by %s", key, who)
+    finally:  # not reached when the process is killed: the redelivered job takes the claim back
+        _release(key)
+
+
+def _release(key: str) -> None:
     client = getattr(celery_app.backend, "client", None)
     if client is not None:
         client.delete(f"iondiff-claim-{key}")
@@ -242,11 +255,18 @@ class CeleryBlockMap:
                         continue
                 polls += 1
                 for k in pending if polls % 10 == 0 else ():  # a failed job: about once a second
-                    if k in jobs and jobs[k].state == "FAILURE":
-                        exc = jobs[k].result
-                        raise RuntimeError(
-                            f"ion block {k + 1} of {len(blocks)} failed on a worker: {type(exc).__name__}: {exc}"
-                        )
+                    # Ours, or the one holding the claim (e.g. sent by an earlier run of this caller).
+                    holder = _holder(keys[k])
+                    ids = {jobs[k].id} if k in jobs else set()
+                    if holder and not holder.startswith("caller-"):
+                        ids.add(holder)
+                    for job in map(celery_app.AsyncResult, ids):
+                        if job.state == "FAILURE":
+                            _release(keys[k])  # a later run may try this block again
+                            exc = job.result
+                            raise RuntimeError(
+                                f"ion block {k + 1} of {len(blocks)} failed on a worker: {type(exc).__name__}: {exc}"
+                            )
                 if time.monotonic() > end:
                     raise TimeoutError(
                         f"{len(pending)} ion block(s) not done after {self.timeout_s:.0f} s: are the workers running?"
