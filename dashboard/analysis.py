@@ -85,7 +85,12 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         if progress:
             progress(fraction, message)
 
-    session = Session.open(source, params, cfg.stages, each, timestep_fs, temperature_K)
+    blocks = None
+    if cfg.redis_url:  # a lab deployment: the clustering's ion blocks go to every Celery worker
+        from dashboard.celery_app import CeleryBlockMap
+
+        blocks = CeleryBlockMap(cfg.stages)
+    session = Session.open(source, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
     result = session.result(params, each)
     doc = result.to_dict()
     name = name or run_name(source)

@@ -121,11 +121,20 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None) -> 
 
 
 def clustering_stage(
-    prep: Prepared, params: Parameters, cache: StageCache | None = None, progress: Progress | None = None, n_jobs: int = 1
+    prep: Prepared,
+    params: Parameters,
+    cache: StageCache | None = None,
+    progress: Progress | None = None,
+    n_jobs: int = 1,
+    map_blocks=None,
 ) -> centres_mod.Clustering:
     """k-means of every mobile ion for every K (the expensive stage), cached on disk.
 
-    ``n_jobs``: processes for the clustering (the result does not depend on it).
+    ``n_jobs``: processes for the clustering. ``map_blocks``: a block executor (see
+    :func:`~iondiff_core.centres.cluster_ions`), e.g. Celery workers on other machines;
+    it needs ``cache`` on a folder they share: the positions are written there once as
+    an ion-major ``.npy`` that each block reads memory-mapped. The result depends on
+    neither.
     """
     key = StageCache.key("clustering", {"digest": prep.digest, **params.clustering_key(), "species": prep.species})
     if cache is not None and (hit := cache.load(key)) is not None:
@@ -137,7 +146,17 @@ def clustering_stage(
         _report(progress, "clustering", done / total, f"clustering ion {done} of {total}")
 
     _report(progress, "clustering", 0.0, f"clustering {n} {prep.species} ions")
-    result = centres_mod.cluster_ions(prep.positions_A, prep.atoms, params, prep.trajectory.timestep_fs, each, n_jobs)
+    positions = prep.positions_A
+    if map_blocks is not None:
+        if cache is None:
+            raise ValueError("map_blocks needs a stage cache folder that the block workers share")
+        which = {"digest": prep.digest, "species": prep.species, "remove_drift": params.remove_drift}
+        pkey = StageCache.key("positions", which)
+        positions = cache.folder.resolve() / f"{pkey}.npy"
+        if not positions.exists():
+            centres_mod.write_ion_major(prep.positions_A, positions)
+    timestep = prep.trajectory.timestep_fs
+    result = centres_mod.cluster_ions(positions, prep.atoms, params, timestep, each, n_jobs, map_blocks)
     if cache is not None:
         cache.save(key, result.to_arrays())
     return result
@@ -304,14 +323,17 @@ def analyze(
     *,
     type_map=None,
     mobile_only: bool = False,
+    map_blocks=None,
 ) -> Result:
     """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file).
 
     ``type_map`` names numeric atom types (``'1=Li,2=P'``); ``mobile_only`` reads only
-    the mobile species, in float32 (see :meth:`Session.open`).
+    the mobile species, in float32; ``map_blocks`` runs the clustering's ion blocks
+    elsewhere (see :meth:`Session.open`).
     """
     session = Session.open(
-        source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs, type_map=type_map, mobile_only=mobile_only
+        source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs,
+        type_map=type_map, mobile_only=mobile_only, map_blocks=map_blocks,
     )
     return session.result(params, progress)
 
@@ -335,13 +357,14 @@ class Session:
     @classmethod
     def open(
         cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1,
-        *, type_map=None, mobile_only=False,
+        *, type_map=None, mobile_only=False, map_blocks=None,
     ) -> "Session":
         """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport.
 
         ``type_map``: species of numeric atom types (LAMMPS, H5MD), ``'1=Li,2=P,...'``.
         ``mobile_only``: read only the mobile species (``params.species``, else the
         default one), as float32 -- the framework is never held; its drift is kept.
+        ``map_blocks``: where the clustering's ion blocks run (see :func:`clustering_stage`).
         """
         params = params or Parameters()
         if isinstance(source, Trajectory):
@@ -359,7 +382,7 @@ class Session:
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         prep = prepare(traj, params)
         cache = StageCache(cache_dir) if cache_dir else None
-        clustering = clustering_stage(prep, params, cache, progress, n_jobs)
+        clustering = clustering_stage(prep, params, cache, progress, n_jobs, map_blocks)
         tr = transport_stage(prep, params, progress)
         return cls(prep, clustering, tr, params)
 
