@@ -119,7 +119,24 @@ def vibration_radii(dist: np.ndarray, near: np.ndarray, centres: np.ndarray, r_v
     return radius
 
 
-def find_hops(positions_A: np.ndarray, centres: Centres, r_vib_A: float = 0.5, rule: str = "cloud", quantile: float = 0.95) -> HopAnalysis:
+def nearest_centres(positions_A: np.ndarray, centres: Centres) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's nearest centre of each ion and its distance (Å): (T, N) int16 and
+    float32. Depends on the centres only, not on r_vib: a vibration-radius move reuses it."""
+    n_frames, n_ions, _ = positions_A.shape
+    near = np.empty((n_frames, n_ions), np.int16)
+    dist = np.empty((n_frames, n_ions), np.float32)
+    for i in range(n_ions):
+        d2 = _sqdist(np.ascontiguousarray(positions_A[:, i, :]), centres.centres[i])
+        k = np.argmin(d2, axis=1)
+        near[:, i] = k
+        dist[:, i] = np.sqrt(d2[np.arange(n_frames), k])
+    return near, dist
+
+
+def find_hops(
+    positions_A: np.ndarray, centres: Centres, r_vib_A: float = 0.5, rule: str = "cloud", quantile: float = 0.95,
+    nearest: tuple[np.ndarray, np.ndarray] | None = None,
+) -> HopAnalysis:
     """Find hops of every mobile ion.
 
     Parameters
@@ -132,19 +149,20 @@ def find_hops(positions_A: np.ndarray, centres: Centres, r_vib_A: float = 0.5, r
         Vibration radius, Å (METHOD.md: 0.5).
     rule, quantile
         See :func:`vibration_radii`.
+    nearest : (near, dist), optional
+        :func:`nearest_centres` of these positions and centres, if already known.
     """
     n_frames, n_ions, _ = positions_A.shape
+    near_all, dist_all = nearest if nearest is not None else nearest_centres(positions_A, centres)
     state = np.full((n_frames, n_ions), -1, dtype=np.int16)
     cols = {f.name: [] for f in fields(Hops)}
     ecols = {f.name: [] for f in fields(Hops)}
     fcols = {f.name: [] for f in fields(FailedAttempts)}
     radii = []
     for i in range(n_ions):
-        x = np.ascontiguousarray(positions_A[:, i, :])
         mu = centres.centres[i]
-        d2 = _sqdist(x, mu)
-        near = np.argmin(d2, axis=1)
-        dist = np.sqrt(d2[np.arange(n_frames), near])
+        near = near_all[:, i].astype(np.intp)
+        dist = dist_all[:, i].astype(float)
         radius = vibration_radii(dist, near, mu, r_vib_A, rule, quantile)
         radii.append(radius)
         vib = dist < radius[near]
@@ -173,7 +191,7 @@ def find_hops(positions_A: np.ndarray, centres: Centres, r_vib_A: float = 0.5, r
         # Still in transit at the last frame.
         if vf[-1] < n_frames - 1:
             a = cs[-1:]
-            _append(ecols, i, vf[-1:] + 1, np.array([n_frames - 1]), a, np.array([-1]), mu[a], x[-1:], np.ones(1, bool), np.ones(1, bool))
+            _append(ecols, i, vf[-1:] + 1, np.array([n_frames - 1]), a, np.array([-1]), mu[a], positions_A[-1:, i, :], np.ones(1, bool), np.ones(1, bool))
     failed = FailedAttempts(**{name: _cat(v, name) for name, v in fcols.items()})
     return HopAnalysis(_assemble(cols), failed, _assemble(ecols), state, radii)
 
