@@ -27,24 +27,32 @@ Diffusion coefficient (eq 4) and its 95 % interval
     covariance of the MSD points, the approach of kinisi (McCluskey et al., JCTC 2024)
     and Bullerjahn et al. (J. Chem. Phys. 2020):
 
-    ``Cov(MSD_i, MSD_j) = rho_ij sqrt(V_i V_j)``, ``V_i = var(s_i) / (n_paths n_eff(m_i))``
+    ``Cov(MSD_i, MSD_j) = rho_ij sqrt(V_i V_j)``, ``V_i = kappa_i (2 l_i^2 / dim) / (n_paths n_eff(m_i))``
 
-    * ``s_i``: the squared displacement of one path over lag ``m_i`` frames; its variance
-      is measured on the data (over ions and time origins), floored by the Gaussian value
-      ``2 MSD^2 / dim`` of the fitted line (a single centre-of-mass path cannot measure it);
+    * ``2 l^2 / dim``: the variance of one Gaussian squared displacement, l = c + 2 dim D t
+      the fitted line; ``kappa`` >= 1 how much the measured squared displacements (over
+      ions and time origins) scatter beyond that (ions that hop: few carry the MSD),
+      smoothed as a power law in the lag;
     * ``n_eff(m)``: the number of independent observations the all-origins average over
       T frames is worth, and ``rho_ij`` the correlation between lags, both exact for a
       Gaussian random walk (closed form of the double sum over origin pairs,
       :func:`random_walk_msd_covariance`; ``n_eff -> 1.5 T / m`` for ``m << T``);
     * ``n_paths``: N ions for the tracer MSD (ions taken as independent, as kinisi does),
-      1 for the collective one.
+      1 for the collective one;
+    * where the MSD is not a straight line over the window, the covariance is scaled up by
+      the reduced chi-square of the fit (Birge ratio): the slope then depends on how the
+      lags are weighted, and the interval says so.
 
-    The interval is ``D +- 1.96 sd`` from the GLS covariance of the slope; a lower bound
-    <= 0 means D is not distinguished from 0. It is checked by coverage on random walks of
+    The 95 % interval holds the D not rejected at 5 % with the covariance at that D (the
+    variance grows with D: one centre-of-mass path gets an asymmetric interval, unbounded
+    above when it cannot bound D); it is ``D +- 1.96 sd`` when the data are many. A lower
+    bound <= 0 means D is not distinguished from 0. It is checked by coverage on random walks of
     known D (tests) and against kinisi 2.1 on real runs (benchmarks/validate_real.py).
-    kinisi itself is not a dependency: it samples the posterior by MCMC and builds the
-    covariance matrix pair by pair in Python (seconds to minutes per run), where this runs
-    in milliseconds on every slider move; its central value and interval agree (docs/VALIDATION.md).
+    kinisi itself is not a dependency (only of the validation benchmark): it samples the
+    posterior by MCMC (seconds per run, where this refits in milliseconds on every slider
+    move), pulls in scipp, emcee, dynesty and statsmodels, and its data-driven covariance
+    needs reconditioning (it is not positive definite on real runs); docs/VALIDATION.md
+    compares the two.
     Without the trajectory's statistics (bare arrays to :func:`fit_diffusion`), the fit is
     ordinary least squares and has no interval.
 Conductivity
@@ -469,25 +477,29 @@ def _gls_interval(t, y, lag, var_s, n_frames, n_paths, dim, slope, intercept):
     """GLS slope, intercept, slope SE and 95 % interval of the slope (module docstring).
 
     Model covariance ``Sigma_ij(s) = rho_ij u_i u_j l_i(s) l_j(s)``: ``rho`` the random-walk
-    correlation between lags, ``u_i^2 = kappa 2 / (dim n_eff_i)``, ``l(s) = c + s t`` the
-    line (a Gaussian squared displacement has variance 2 MSD^2 / dim), and
-    ``kappa = max(1, mean(var(s_i) / (2 l_i^2 / dim)))`` how much the measured squared
-    displacements scatter beyond Gaussian (few ions carrying the MSD). A smooth model
-    rather than the measured variance lag by lag: GLS with nearly collinear points turns
-    lag-to-lag noise in the weights into a bias and a too-narrow interval (a 9x
-    undercoverage on random walks). The interval inverts the test of each slope s with the
-    covariance at that s (the variance grows with D, so one path gets an asymmetric
-    interval, unbounded above when it cannot bound D). None if the MSD does not vary.
+    correlation between lags, ``u_i^2 = kappa_i 2 / (dim n_eff_i)``, ``l(s) = c + s t`` the
+    line (a Gaussian squared displacement has variance 2 MSD^2 / dim), and ``kappa`` how
+    much the measured squared displacements scatter beyond Gaussian (few ions carrying the
+    MSD), smoothed over the lags (:func:`_excess_scatter`). Smooth rather than the measured
+    variance lag by lag: GLS with nearly collinear points turns lag-to-lag noise in the
+    weights into a bias and a too narrow interval (9x too narrow on random walks). Where the
+    MSD is not a straight line (not yet diffusive) the residuals exceed this covariance and
+    it is scaled up by the reduced chi-square (Birge ratio; never down). The interval
+    inverts the test of each slope s with the covariance at that s (the variance grows
+    with D, so one path gets an asymmetric interval, unbounded above when it cannot bound
+    D). None if the MSD does not vary.
     """
     rho_inv, n_eff1, rho = _rw_correlation_inverse(np.ascontiguousarray(lag, dtype=np.int64).tobytes(), int(n_frames))
     n_eff = n_paths * n_eff1
     X = np.column_stack([t, np.ones_like(t)])
     beta = np.array([slope, intercept])
-    for _ in range(3):  # the weights follow the fitted line; three passes settle them
+    for it in range(3):  # the weights follow the fitted line; three passes settle them
         line = np.maximum(X @ beta, 0.0)
         gauss = 2.0 * line**2 / dim
         if not np.any(gauss > 0):
-            return None
+            if it == 0:
+                return None
+            break  # a flat MSD whose refit line went below 0: keep the last pass's fit
         kappa = _excess_scatter(lag, var_s, gauss)
         u = np.sqrt(kappa * 2.0 / (dim * n_eff))
         sd = u * np.maximum(line, line.max() * 1e-6)  # Sigma = diag(sd) rho diag(sd)
