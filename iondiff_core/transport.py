@@ -27,18 +27,17 @@ Diffusion coefficient (eq 4) and its 95 % interval
     covariance of the MSD points, the approach of kinisi (McCluskey et al., JCTC 2024)
     and Bullerjahn et al. (J. Chem. Phys. 2020):
 
-    ``Cov(MSD_i, MSD_j) = rho_ij sqrt(V_i V_j)``, ``V_i = kappa_i (2 l_i^2 / dim) / (n_paths n_eff(m_i))``
-
-    * ``2 l^2 / dim``: the variance of one Gaussian squared displacement, l = c + 2 dim D t
-      the fitted line; ``kappa`` >= 1 how much the measured squared displacements (over
-      ions and time origins) scatter beyond that (ions that hop: few carry the MSD),
-      smoothed as a power law in the lag;
-    * ``n_eff(m)``: the number of independent observations the all-origins average over
-      T frames is worth, and ``rho_ij`` the correlation between lags, both exact for a
-      Gaussian random walk (closed form of the double sum over origin pairs,
-      :func:`random_walk_msd_covariance`; ``n_eff -> 1.5 T / m`` for ``m << T``);
-    * ``n_paths``: N ions for the tracer MSD (ions taken as independent, as kinisi does),
-      1 for the collective one;
+    * each axis of each path is modelled as a Gaussian random walk seen through Gaussian
+      vibration noise (Bullerjahn's "localisation noise"): ``MSD = 2 dim D t + c``, with the
+      noise variance ``c / (2 dim)`` taken from the fitted offset c. The covariance of the
+      all-origins MSD points of such a path is exact, in closed form
+      (:func:`random_walk_msd_covariance`; without noise, the average over T frames is worth
+      ``1.5 T / m`` independent squared displacements at lag ``m << T``);
+    * it is divided by the paths averaged: N ions for the tracer MSD (taken as
+      independent, as kinisi does), 1 for the collective one;
+    * and scaled lag by lag by ``kappa`` >= 1, how much the measured squared displacements
+      (over ions and time origins) scatter beyond this Gaussian model (ions that hop: few
+      carry the MSD), smoothed as a power law in the lag;
     * where the MSD is not a straight line over the window, the covariance is scaled up by
       the reduced chi-square of the fit (Birge ratio): the slope then depends on how the
       lags are weighted, and the interval says so.
@@ -362,29 +361,8 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, floa
     return slope, intercept, se_slope, se_int, r2
 
 
-def random_walk_msd_covariance(lags_frames, n_frames: int) -> np.ndarray:
-    """Exact covariance of the all-origins MSD of a 1-D Gaussian random walk (unit step variance).
-
-    ``MSD(m) = 1/(T-m) sum_{t<T-m} (x_{t+m} - x_t)^2`` over T frames. For lags a <= b,
-    ``Cov = 2 / ((T-a)(T-b)) sum_{t,s} overlap(t, s)^2`` (Isserlis: Cov(X^2, Y^2) = 2 Cov(X, Y)^2,
-    and two displacements covary by the number of steps they share). Summed by the origin
-    offset u = s - t, the double sum is ``2 S1 + S2`` with
-    ``S1 = sum_{w=w0}^{a-1} w^2 (T - a - b + w)``, ``w0 = max(1, a + b - T + 1)`` (the
-    partial overlaps on either side) and ``S2 = (b - a + 1) a^2 (T - b)`` (b's window
-    covering a's), in closed form. Checked against a Monte Carlo estimate in the tests.
-
-    Parameters
-    ----------
-    lags_frames : array of int, shape (K,)
-        Lags in frames, 1 <= m <= T - 1.
-    n_frames : int
-        Frames T of the path.
-
-    Returns
-    -------
-    ndarray, shape (K, K)
-        The covariance (unit step variance: multiply by ``sigma^4`` per axis).
-    """
+def _msd_covariance_terms(lags_frames, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three terms of :func:`random_walk_msd_covariance`: walk-walk, walk-noise, noise-noise."""
     lag = np.asarray(lags_frames, dtype=float)
     T = float(n_frames)
 
@@ -396,37 +374,76 @@ def random_walk_msd_covariance(lags_frames, n_frames: int) -> np.ndarray:
 
     a = np.minimum(lag[:, None], lag[None, :])
     b = np.maximum(lag[:, None], lag[None, :])
+    ka, kb = T - a, T - b
     w0 = np.maximum(1.0, a + b - T + 1.0)
     hi = a - 1.0
     s1 = np.where(w0 <= hi, (T - a - b) * (p2(hi) - p2(w0 - 1)) + p3(hi) - p3(w0 - 1), 0.0)
-    s2 = (b - a + 1.0) * a * a * (T - b)
-    return 2.0 * (2.0 * s1 + s2) / ((T - a) * (T - b))
+    s2 = (b - a + 1.0) * a * a * kb
+    walk = 2.0 * (2.0 * s1 + s2) / (ka * kb)
+    cross = 8.0 * a / ka
+    same = a == b
+    e2 = np.where(same, 4.0 * kb + 2.0 * np.maximum(0.0, kb - a),
+                  2.0 * kb + np.maximum(0.0, kb - a) + np.maximum(0.0, T - a - b))
+    noise = 2.0 * e2 / (ka * kb)
+    return walk, cross, noise
+
+
+def random_walk_msd_covariance(lags_frames, n_frames: int, noise_ratio: float = 0.0) -> np.ndarray:
+    """Exact covariance of the all-origins MSD of a 1-D Gaussian random walk seen through
+    independent Gaussian noise (vibration about the path; "localisation noise" in
+    Bullerjahn et al., J. Chem. Phys. 153, 024116, 2020).
+
+    Positions ``x_t = w_t + e_t``: w a walk with unit step variance, e independent with
+    variance ``noise_ratio`` at every frame (so ``MSD(m) = m + 2 noise_ratio``).
+    ``MSD(m) = 1/(T-m) sum_{t<T-m} (x_{t+m} - x_t)^2`` over T frames. For lags a <= b,
+    ``Cov = 2 / ((T-a)(T-b)) sum_{t,s} c(t, s)^2`` (Isserlis: Cov(X^2, Y^2) = 2 Cov(X, Y)^2),
+    where two displacements covary by the steps they share plus +-1 noise variances where
+    their end frames coincide. Summed by the origin offset u = s - t:
+
+    * walk: ``2 S1 + S2``, ``S1 = sum_{w=w0}^{a-1} w^2 (T - a - b + w)``,
+      ``w0 = max(1, a + b - T + 1)`` (partial overlaps), ``S2 = (b - a + 1) a^2 (T - b)``
+      (b's window covering a's), in closed form;
+    * walk x noise: ``2 x 2 a (T - b)``;
+    * noise: ``2 (T - b) + (T - b - a)_+ + (T - a - b)_+`` for a < b, ``4 (T - a) + 2 (T - 2a)_+``
+      for a = b.
+
+    Checked against Monte Carlo estimates in the tests.
+
+    Parameters
+    ----------
+    lags_frames : array of int, shape (K,)
+        Lags in frames, 1 <= m <= T - 1.
+    n_frames : int
+        Frames T of the path.
+    noise_ratio : float
+        Noise variance per frame over the walk's step variance.
+
+    Returns
+    -------
+    ndarray, shape (K, K)
+        The covariance for unit step variance (multiply by ``sigma_step^4`` per axis).
+    """
+    walk, cross, noise = _msd_covariance_terms(lags_frames, n_frames)
+    return walk + noise_ratio * cross + noise_ratio**2 * noise
 
 
 @functools.lru_cache(maxsize=32)
-def _rw_correlation_inverse(lag_bytes: bytes, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(inverse of the random-walk correlation matrix between the lags, each lag's n_eff for
-    one path, the correlation matrix).
+def _covariance_terms_cached(lag_bytes: bytes, n_frames: int):
+    """:func:`_msd_covariance_terms`, cached: a slider move refits over the same lags."""
+    out = _msd_covariance_terms(np.frombuffer(lag_bytes, dtype=np.int64), n_frames)
+    for x in out:
+        x.flags.writeable = False
+    return out
 
-    Cached: a slider move refits over the same lags. Eigenvalues below 1e-12 of the largest
-    are raised to that floor (kinisi's minimum eigenvalue method), as evenly spaced MSD
-    points are nearly collinear. One BLAS thread: the matrix is small (<= FIT_LAGS), and
-    threads only contend on a shared machine.
-    """
-    lag = np.frombuffer(lag_bytes, dtype=np.int64)
-    cov = random_walk_msd_covariance(lag, n_frames)
-    sd = np.sqrt(np.diag(cov))
-    rho = cov / np.outer(sd, sd)
+
+def _inverse(cov: np.ndarray) -> np.ndarray:
+    """Inverse of a covariance matrix whose eigenvalues below 1e-12 of the largest are raised
+    to that floor (kinisi's minimum eigenvalue method: evenly spaced MSD points are nearly
+    collinear). One BLAS thread: the matrix is small (<= FIT_LAGS), threads only contend."""
     with threadpool_limits(1):
-        w, v = np.linalg.eigh(rho)
+        w, v = np.linalg.eigh(cov)
     w = np.maximum(w, w[-1] * 1e-12)
-    inv = (v / w) @ v.T
-    # Independent observations the all-origins average is worth: Var(one s) / Var(MSD) for
-    # a Gaussian walk, whose single squared displacement has variance 2 m^2 (unit steps).
-    n_eff = 2.0 * lag.astype(float) ** 2 / sd**2
-    inv.flags.writeable = False
-    n_eff.flags.writeable = False
-    return inv, n_eff, rho
+    return (v / w) @ v.T
 
 
 def _slope_interval(b: float, q0: float, q1: float, q2: float, z: float = Z95) -> tuple[float, float]:
@@ -476,51 +493,49 @@ def _excess_scatter(lag: np.ndarray, var_s: np.ndarray, gauss: np.ndarray) -> np
 def _gls_interval(t, y, lag, var_s, n_frames, n_paths, dim, slope, intercept):
     """GLS slope, intercept, slope SE and 95 % interval of the slope (module docstring).
 
-    Model covariance ``Sigma_ij(s) = rho_ij u_i u_j l_i(s) l_j(s)``: ``rho`` the random-walk
-    correlation between lags, ``u_i^2 = kappa_i 2 / (dim n_eff_i)``, ``l(s) = c + s t`` the
-    line (a Gaussian squared displacement has variance 2 MSD^2 / dim), and ``kappa`` how
-    much the measured squared displacements scatter beyond Gaussian (few ions carrying the
-    MSD), smoothed over the lags (:func:`_excess_scatter`). Smooth rather than the measured
-    variance lag by lag: GLS with nearly collinear points turns lag-to-lag noise in the
-    weights into a bias and a too narrow interval (9x too narrow on random walks). Where the
-    MSD is not a straight line (not yet diffusive) the residuals exceed this covariance and
-    it is scaled up by the reduced chi-square (Birge ratio; never down). The interval
-    inverts the test of each slope s with the covariance at that s (the variance grows
-    with D, so one path gets an asymmetric interval, unbounded above when it cannot bound
-    D). None if the MSD does not vary.
+    Model: each axis of each path is a Gaussian walk seen through Gaussian vibration noise,
+    ``MSD = s t + c`` with step variance ``s dt / dim`` and noise variance ``c / (2 dim)``
+    per frame (c > 0 is the vibrational offset); the covariance of the MSD points is then
+    exact (:func:`random_walk_msd_covariance`), divided by the paths averaged, and scaled
+    lag by lag by ``kappa``, how much the measured squared displacements scatter beyond
+    that Gaussian model (ions that hop: few carry the MSD), smoothed as a power law in the
+    lag (:func:`_excess_scatter`). Smooth rather than lag by lag: GLS with nearly collinear
+    points turns lag-to-lag noise in the weights into a bias and a too narrow interval.
+    Where the MSD is not a straight line (not yet diffusive), the residuals exceed this
+    covariance and it is scaled up by the reduced chi-square (Birge ratio; never down).
+    The interval inverts the test of each slope s with the covariance at that s (the
+    variance grows with D, so a single path gets an asymmetric interval, unbounded above
+    when it cannot bound D). None if the MSD does not vary.
     """
-    rho_inv, n_eff1, rho = _rw_correlation_inverse(np.ascontiguousarray(lag, dtype=np.int64).tobytes(), int(n_frames))
-    n_eff = n_paths * n_eff1
+    walk, cross, noise = _covariance_terms_cached(np.ascontiguousarray(lag, dtype=np.int64).tobytes(), int(n_frames))
+    dt = float(t[0] / lag[0])
     X = np.column_stack([t, np.ones_like(t)])
     beta = np.array([slope, intercept])
-    for it in range(3):  # the weights follow the fitted line; three passes settle them
+    for it in range(3):  # the covariance follows the fitted line; three passes settle it
         line = np.maximum(X @ beta, 0.0)
-        gauss = 2.0 * line**2 / dim
-        if not np.any(gauss > 0):
+        if not np.any(line > 0):
             if it == 0:
                 return None
             break  # a flat MSD whose refit line went below 0: keep the last pass's fit
-        kappa = _excess_scatter(lag, var_s, gauss)
-        u = np.sqrt(kappa * 2.0 / (dim * n_eff))
-        sd = u * np.maximum(line, line.max() * 1e-6)  # Sigma = diag(sd) rho diag(sd)
-        inv = rho_inv / np.outer(sd, sd)
+        s_w = max(float(beta[0]), 0.0) * dt / dim  # walk step variance per axis, Å^2
+        s_e = max(float(beta[1]), 0.0) / (2.0 * dim)  # noise variance per axis, Å^2
+        kappa = _excess_scatter(lag, var_s, 2.0 * line**2 / dim)
+        scale = (dim / n_paths) * np.sqrt(np.outer(kappa, kappa))
+        cov = scale * (s_w * s_w * walk + s_w * s_e * cross + s_e * s_e * noise)
+        inv = _inverse(cov)
         cov_beta = np.linalg.inv(X.T @ inv @ X)
         beta = cov_beta @ (X.T @ (inv @ y))
-    # Lack of fit: where the MSD is not a straight line over the window (not yet diffusive),
-    # the residuals exceed the model's covariance and the slope depends on how the lags are
-    # weighted. The covariance is then scaled by the reduced chi-square (Birge ratio), never down.
     resid = y - X @ beta
     birge = max(1.0, float(resid @ inv @ resid) / (t.size - 2)) if t.size > 2 else 1.0
-    cov_beta = cov_beta * birge
-    # The slope estimator is h @ y (weights fixed at the fit); its variance at slope s.
-    h = (cov_beta @ (X.T @ inv))[0] / birge
-    c = max(float(beta[1]), 0.0)
-    hu, hut = h * u, h * u * t
-    q0 = birge * c * c * float(hu @ rho @ hu)
-    q1 = birge * 2.0 * c * float(hu @ rho @ hut)
-    q2 = birge * float(hut @ rho @ hut)
+    # The slope estimator is h @ y (weights fixed at the fit); its variance at slope s is
+    # q2 s^2 + q1 s + q0, from the three terms of the covariance.
+    h = (cov_beta @ (X.T @ inv))[0]
+    g = dt / dim
+    q2 = birge * g * g * float(h @ (scale * walk) @ h)
+    q1 = birge * g * s_e * float(h @ (scale * cross) @ h)
+    q0 = birge * s_e * s_e * float(h @ (scale * noise) @ h)
     lo, hi = _slope_interval(float(beta[0]), q0, q1, q2)
-    return float(beta[0]), float(beta[1]), float(np.sqrt(cov_beta[0, 0])), lo, hi
+    return float(beta[0]), float(beta[1]), float(np.sqrt(birge * cov_beta[0, 0])), lo, hi
 
 
 def _loglog_slope(t: np.ndarray, y: np.ndarray) -> float:
