@@ -660,7 +660,9 @@ def fit_diffusion(
     )
 
 
-def diffusion_fits(m: MSDResult, fit_start: float = 0.2, fit_end: float = 1.0, dim: int = 3) -> tuple[DiffusionFit, DiffusionFit]:
+def diffusion_fits(
+    m: MSDResult, fit_start: float = 0.2, fit_end: float = 1.0, dim: int = 3
+) -> tuple[DiffusionFit, DiffusionFit]:
     """Tracer and collective D of an :class:`MSDResult`, each with its 95 % interval.
 
     The tracer MSD averages N ion paths, the collective one a single centre-of-mass path
@@ -690,7 +692,8 @@ def collective_undetermined_reason(collective: DiffusionFit) -> str:
     They need a collective D whose 95 % interval excludes 0 (METHOD.md section 6).
     """
     if not collective.ok:
-        return f"collective D undetermined ({collective.reason or 'no fit'}): Haven ratio and collective conductivity undetermined"
+        return (f"collective D undetermined ({collective.reason or 'no fit'}): "
+                "Haven ratio and collective conductivity undetermined")
     lo, hi = collective.ci95_cm2_s
     if not np.isfinite(lo):
         return "collective D has no 95 % interval: Haven ratio and collective conductivity undetermined"
@@ -705,7 +708,8 @@ def transport_warnings(tracer: DiffusionFit, collective: DiffusionFit) -> list[s
     out = [not_diffusive_warning(tracer, "tracer")]
     if tracer.ok and np.isfinite(tracer.ci95_A2_ps[0]) and not tracer.excludes_zero:
         lo, hi = tracer.ci95_cm2_s
-        out.append(f"the tracer D's 95 % interval [{lo:.2g}, {hi:.2g}] cm²/s includes 0: D is not distinguished from 0")
+        out.append(f"the tracer D's 95 % interval [{lo:.2g}, {hi:.2g}] cm²/s includes 0: "
+                   "D is not distinguished from 0")
     out.append(collective_undetermined_reason(collective))
     return [w for w in out if w]
 
