@@ -404,10 +404,10 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
     intervals ``D_*_ci95_cm2_s`` [lo, hi] (hi is inf, null in JSON, when one
     centre-of-mass path cannot bound D; see :func:`iondiff_core.transport.fit_diffusion`),
     ``D_tracer_err_cm2_s`` its standard error, ``msd_loglog_slope`` (tracer MSD over the
-    fit window; < 0.8: not yet diffusive). ``haven_ratio`` and
+    fit window; < 0.8: not yet diffusive). ``haven_ratio`` (with ``haven_ratio_ci95``) and
     ``conductivity_collective_S_cm`` are None where the collective D's interval includes
-    0 (:func:`iondiff_core.transport.collective_undetermined_reason` says why; the
-    pipeline's ``TransportResult.warnings`` carries it).
+    0 or has no upper bound (:func:`iondiff_core.transport.collective_undetermined_reason`
+    says why; the pipeline's ``TransportResult.warnings`` carries it).
     """
     traj = prep.trajectory
     hops = hop_analysis.hops
@@ -460,6 +460,9 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
                 "msd_fit_start_ps": tr.window_ps[0],
                 "msd_fit_end_ps": tr.window_ps[1],
                 "haven_ratio": transport.haven_ratio(tr.D_A2_ps, co.D_A2_ps) if determined else None,
+                # From the collective D's interval alone (the tracer D is far better determined).
+                "haven_ratio_ci95": ([tr.D_A2_ps / co.ci95_A2_ps[1], tr.D_A2_ps / co.ci95_A2_ps[0]]
+                                     if determined else None),
             }
         )
         if traj.temperature_K:

@@ -689,7 +689,8 @@ def not_diffusive_warning(fit: DiffusionFit, label: str = "tracer") -> str:
 def collective_undetermined_reason(collective: DiffusionFit) -> str:
     """Why the Haven ratio and the collective conductivity cannot be given ('' if they can).
 
-    They need a collective D whose 95 % interval excludes 0 (METHOD.md section 6).
+    They need a collective D whose 95 % interval excludes 0 (METHOD.md section 6) and is
+    bounded above (else the Haven ratio could be anything down to 0).
     """
     if not collective.ok:
         return (f"collective D undetermined ({collective.reason or 'no fit'}): "
@@ -700,6 +701,9 @@ def collective_undetermined_reason(collective: DiffusionFit) -> str:
     if lo <= 0:
         return (f"the collective D's 95 % interval [{lo:.2g}, {hi:.2g}] cm²/s includes 0 (one centre-of-mass path): "
                 "Haven ratio and collective conductivity undetermined")
+    if not np.isfinite(hi):
+        return (f"the collective D's 95 % interval [{lo:.2g} cm²/s, no upper bound] is not bounded above by one "
+                "centre-of-mass path: Haven ratio and collective conductivity undetermined")
     return ""
 
 

@@ -277,8 +277,11 @@ def test_haven_undetermined_when_collective_interval_includes_zero():
     reason = collective_undetermined_reason(co)
     assert "includes 0" in reason and "Haven ratio and collective conductivity undetermined" in reason
     assert reason in transport_warnings(tr, co)
-    # Determined for independent walkers.
+    # Determined for independent walkers; undetermined when one path cannot bound D above.
     assert collective_undetermined_reason(diffusion_fits(msd(random_walk(3000, 16, D, dt, 12), dt))[1]) == ""
+    co = diffusion_fits(msd(random_walk(3000, 16, D, dt, 12), dt), fit_start=0.9)[1]
+    assert co.excludes_zero and co.ci95_A2_ps[1] == np.inf
+    assert "no upper bound" in collective_undetermined_reason(co)
 
 
 def test_fit_without_statistics_has_no_interval():
@@ -492,6 +495,8 @@ def test_descriptors_leave_haven_and_collective_conductivity_undetermined():
     for key in ("D_tracer_ci95_cm2_s", "D_collective_ci95_cm2_s"):
         assert len(d[key]) == 2 and d[key][0] <= d[key.replace("_ci95", "")] <= d[key][1]
     assert np.isfinite(d["msd_loglog_slope"]) and "D_tracer_err_cm2_s" in d
+    if d["haven_ratio"] is not None:
+        assert d["haven_ratio_ci95"][0] <= d["haven_ratio"] <= d["haven_ratio_ci95"][1]
     assert r.transport.warnings == transport_warnings(r.transport.tracer, r.transport.collective)
     # The same run with a centre of mass that only vibrates (pairs of opposite walkers).
     rng = np.random.default_rng(11)
