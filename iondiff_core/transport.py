@@ -439,9 +439,8 @@ def _covariance_terms_cached(lag_bytes: bytes, n_frames: int):
 def _inverse(cov: np.ndarray) -> np.ndarray:
     """Inverse of a covariance matrix whose eigenvalues below 1e-12 of the largest are raised
     to that floor (kinisi's minimum eigenvalue method: evenly spaced MSD points are nearly
-    collinear). One BLAS thread: the matrix is small (<= FIT_LAGS), threads only contend."""
-    with threadpool_limits(1):
-        w, v = np.linalg.eigh(cov)
+    collinear)."""
+    w, v = np.linalg.eigh(cov)
     w = np.maximum(w, w[-1] * 1e-12)
     return (v / w) @ v.T
 
@@ -629,7 +628,8 @@ def fit_diffusion(
     method = "ols"
     if gls and sel.sum() >= 3:
         lag = np.rint(t[sel] / step).astype(int)
-        g = _gls_interval(t[sel], y[sel], lag, v[sel], n_frames, n_paths, dim, slope, intercept)
+        with threadpool_limits(1):  # matrices of <= FIT_LAGS rows: BLAS threads only contend
+            g = _gls_interval(t[sel], y[sel], lag, v[sel], n_frames, n_paths, dim, slope, intercept)
         if g is None:
             reason = (reason + "; " if reason else "") + "the MSD does not vary over the window: no interval"
         else:
