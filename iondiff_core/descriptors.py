@@ -405,6 +405,15 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
     """Descriptors of one simulation (METHOD.md section 6), named with their units.
 
     ``metastable``: per ion, a bool per centre (:func:`metastable_centres`).
+
+    Transport keys (with a timestep): ``D_tracer_*`` and ``D_collective_*`` with their 95 %
+    intervals ``D_*_ci95_cm2_s`` [lo, hi] (hi is inf, null in JSON, when one
+    centre-of-mass path cannot bound D; see :func:`iondiff_core.transport.fit_diffusion`),
+    ``D_tracer_err_cm2_s`` its standard error, ``msd_loglog_slope`` (tracer MSD over the
+    fit window; < 0.8: not yet diffusive). ``haven_ratio`` (with ``haven_ratio_ci95``) and
+    ``conductivity_collective_S_cm`` are None where the collective D's interval includes
+    0 or has no upper bound (:func:`iondiff_core.transport.collective_undetermined_reason`
+    says why; the pipeline's ``TransportResult.warnings`` carries it).
     """
     traj = prep.trajectory
     hops = hop_analysis.hops
@@ -442,21 +451,31 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
     if transport_result is not None:
         tr, co = transport_result.tracer, transport_result.collective
         vol = traj.volume_A3
+        determined = not transport.collective_undetermined_reason(co)
         d.update(
             {
                 "D_tracer_A2_ps": tr.D_A2_ps,
                 "D_tracer_cm2_s": tr.D_cm2_s,
                 "D_tracer_err_cm2_s": tr.D_err_cm2_s,
+                "D_tracer_ci95_cm2_s": list(tr.ci95_cm2_s),
+                "msd_loglog_slope": tr.loglog_slope,
                 "D_collective_A2_ps": co.D_A2_ps,
                 "D_collective_cm2_s": co.D_cm2_s,
+                "D_collective_ci95_cm2_s": list(co.ci95_cm2_s),
                 "msd_fit_start_ps": tr.window_ps[0],
                 "msd_fit_end_ps": tr.window_ps[1],
-                "haven_ratio": transport.haven_ratio(tr.D_A2_ps, co.D_A2_ps),
+                "haven_ratio": transport.haven_ratio(tr.D_A2_ps, co.D_A2_ps) if determined else None,
+                # From the collective D's interval alone (the tracer D is far better determined).
+                "haven_ratio_ci95": ([tr.D_A2_ps / co.ci95_A2_ps[1], tr.D_A2_ps / co.ci95_A2_ps[0]]
+                                     if determined else None),
             }
         )
         if traj.temperature_K:
-            d["conductivity_tracer_S_cm"] = transport.nernst_einstein_conductivity(tr.D_A2_ps, n_ions, vol, traj.temperature_K, charge)
-            d["conductivity_collective_S_cm"] = transport.nernst_einstein_conductivity(co.D_A2_ps, n_ions, vol, traj.temperature_K, charge)
+            def sigma(D_A2_ps):
+                return transport.nernst_einstein_conductivity(D_A2_ps, n_ions, vol, traj.temperature_K, charge)
+
+            d["conductivity_tracer_S_cm"] = sigma(tr.D_A2_ps)
+            d["conductivity_collective_S_cm"] = sigma(co.D_A2_ps) if determined else None
         mean_len = d["hop_length_mean_A"]
         d["nu0_THz"] = dilute_limit_hop_frequency_THz(tr.D_A2_ps, mean_len) if np.isfinite(mean_len) else np.nan
     return d

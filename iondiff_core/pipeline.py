@@ -169,6 +169,11 @@ class TransportResult:
     collective: transport.DiffusionFit
     van_hove: transport.VanHove | None
 
+    @property
+    def warnings(self) -> list[str]:
+        """Not yet diffusive; D not distinguished from 0; Haven ratio undetermined (and why)."""
+        return transport.transport_warnings(self.tracer, self.collective)
+
 
 def transport_stage(prep: Prepared, params: Parameters, progress: Progress | None = None) -> TransportResult | None:
     """MSD, tracer and collective D, van Hove; None when the timestep is unknown."""
@@ -178,8 +183,7 @@ def transport_stage(prep: Prepared, params: Parameters, progress: Progress | Non
     _report(progress, "transport", 0.0, "mean squared displacement")
     dt = traj.timestep_ps
     m = transport.msd(prep.positions_A, dt)
-    tr = transport.fit_diffusion(m.lag_ps, m.tracer_A2, params.msd_fit_start, params.msd_fit_end)
-    co = transport.fit_diffusion(m.lag_ps, m.collective_A2, params.msd_fit_start, params.msd_fit_end)
+    tr, co = transport.diffusion_fits(m, params.msd_fit_start, params.msd_fit_end)
     _report(progress, "transport", 0.5, "van Hove correlation functions")
     t = traj.n_frames
     lags = np.unique(np.linspace(0, (t - 1) // 2, 12).astype(int))
@@ -399,12 +403,7 @@ class Session:
         tr = self.transport
         if tr is not None and (params.msd_fit_start, params.msd_fit_end) != (self.params.msd_fit_start, self.params.msd_fit_end):
             m = tr.msd
-            tr = TransportResult(
-                m,
-                transport.fit_diffusion(m.lag_ps, m.tracer_A2, params.msd_fit_start, params.msd_fit_end),
-                transport.fit_diffusion(m.lag_ps, m.collective_A2, params.msd_fit_start, params.msd_fit_end),
-                tr.van_hove,
-            )
+            tr = TransportResult(m, *transport.diffusion_fits(m, params.msd_fit_start, params.msd_fit_end), tr.van_hove)
         key = (params.silhouette_threshold, params.r_vib_A, params.hop_rule, params.cloud_quantile)
         if key not in self._hops:
             if len(self._hops) >= 16:

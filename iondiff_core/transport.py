@@ -18,11 +18,42 @@ Tracer and full (collective) MSD
     the summed displacement of all N ions divided by N, i.e. it includes the i-j cross
     terms of eq 3 (paper ref 21); for uncorrelated ions its expectation equals the
     tracer MSD, for ions that all move together it is N times the tracer MSD.
-Diffusion coefficient (eq 4)
-    Ordinary least squares of ``MSD = 2 dim D t + c`` over a window of lags given as
-    fractions of the longest lag (default 0.2..1.0; the paper fits the last 25 ps of
-    50 ps of lags, i.e. 0.5..1.0). The standard error is the OLS one, which ignores
-    the correlation between MSD points and so underestimates the true uncertainty.
+Diffusion coefficient (eq 4) and its 95 % interval
+    ``MSD = 2 dim D t + c`` over a window of lags given as fractions of the longest lag
+    (default 0.2..1.0; the paper fits the last 25 ps of 50 ps of lags, i.e. 0.5..1.0).
+    MSD points at neighbouring lags share almost all their time origins, so they are
+    strongly correlated and an ordinary least-squares error is 10-40x too small.
+    :func:`diffusion_fits` therefore fits by generalised least squares (GLS) with the
+    covariance of the MSD points, the approach of kinisi (McCluskey et al., JCTC 2024)
+    and Bullerjahn et al. (J. Chem. Phys. 2020):
+
+    * each axis of each path is modelled as a Gaussian random walk seen through Gaussian
+      vibration noise (Bullerjahn's "localisation noise"): ``MSD = 2 dim D t + c``, with the
+      noise variance ``c / (2 dim)`` taken from the fitted offset c. The covariance of the
+      all-origins MSD points of such a path is exact, in closed form
+      (:func:`random_walk_msd_covariance`; without noise, the average over T frames is worth
+      ``1.5 T / m`` independent squared displacements at lag ``m << T``);
+    * it is divided by the paths averaged: N ions for the tracer MSD (taken as
+      independent, as kinisi does), 1 for the collective one;
+    * and scaled lag by lag by ``kappa`` >= 1, how much the measured squared displacements
+      (over ions and time origins) scatter beyond this Gaussian model (ions that hop: few
+      carry the MSD), smoothed as a power law in the lag;
+    * where the MSD is not a straight line over the window, the covariance is scaled up by
+      the reduced chi-square of the fit (Birge ratio): the slope then depends on how the
+      lags are weighted, and the interval says so.
+
+    The 95 % interval holds the D not rejected at 5 % with the covariance at that D (the
+    variance grows with D: one centre-of-mass path gets an asymmetric interval, unbounded
+    above when it cannot bound D); it is ``D +- 1.96 sd`` when the data are many. A lower
+    bound <= 0 means D is not distinguished from 0. It is checked by coverage on random walks of
+    known D (tests) and against kinisi 2.1 on real runs (benchmarks/validate_real.py).
+    kinisi itself is not a dependency (only of the validation benchmark): it samples the
+    posterior by MCMC (seconds per run, where this refits in milliseconds on every slider
+    move), pulls in scipp, emcee, dynesty and statsmodels, and its data-driven covariance
+    needs reconditioning (it is not positive definite on real runs); docs/VALIDATION.md
+    compares the two.
+    Without the trajectory's statistics (bare arrays to :func:`fit_diffusion`), the fit is
+    ordinary least squares and has no interval.
 Conductivity
     ``sigma = n q^2 D / (V k_B T)``; with the full D this is the correlated
     conductivity, with the tracer D the Nernst-Einstein estimate (paper eq 1).
@@ -34,10 +65,12 @@ van Hove (eqs 5-6)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
+from threadpoolctl import threadpool_limits
 
 from iondiff_core.errors import InputError
 
@@ -68,6 +101,17 @@ PER_PS_TO_THZ = 1.0
 _FFT_BLOCK_ELEMENTS = 1 << 22
 # Elements per pair block in the distinct van Hove part.
 _PAIR_BLOCK_ELEMENTS = 1 << 22
+#: Most lags (evenly spaced over 1..max lag) entering the GLS fit of D; MSD points this
+#: close are nearly perfectly correlated, so more would add cost, not information.
+FIT_LAGS = 128
+# Variance of squared displacements: origins every max(1, lag // this) frames ...
+_VAR_ORIGIN_DIVISOR = 8
+# ... and at most this many (origin, ion) samples per lag.
+_VAR_SAMPLES = 1 << 19
+#: Two-sided 95 % quantile of the standard normal.
+Z95 = 1.959963984540054
+#: MSD log-log slope below which the motion is not yet diffusive (METHOD.md section 6).
+DIFFUSIVE_SLOPE_MIN = 0.8
 
 
 # --------------------------------------------------------------------------- MSD
@@ -90,6 +134,11 @@ class MSDResult:
         Number of frames T of the trajectory.
     timestep_ps : float
         Time between frames in ps.
+    tracer_sq_var_A4, collective_sq_var_A4 : ndarray, shape (L,)
+        Variance of one squared displacement ``|r(t0 + m dt) - r(t0)|^2`` (Å^4) over
+        time origins and ions (tracer) or over time origins of the summed displacement,
+        divided by N as the collective MSD is; measured at up to :data:`FIT_LAGS` evenly
+        spaced lags and nan elsewhere (the GLS fit of D uses those lags).
     """
 
     lag_ps: np.ndarray
@@ -98,6 +147,8 @@ class MSDResult:
     n_ions: int
     n_frames: int
     timestep_ps: float
+    tracer_sq_var_A4: np.ndarray | None = None
+    collective_sq_var_A4: np.ndarray | None = None
 
     @property
     def lag_frames(self) -> np.ndarray:
@@ -130,6 +181,31 @@ def _msd_sum_fft(x: np.ndarray, max_lag: int) -> np.ndarray:
     out = (s1 - 2.0 * acf) / (T - m)
     out[0] = 0.0
     return np.maximum(out, 0.0)
+
+
+def fit_lags(max_lag: int) -> np.ndarray:
+    """The lags (frames) at which the GLS fit of D evaluates the MSD: up to :data:`FIT_LAGS`
+    evenly spaced over ``1..max_lag``, both ends included."""
+    return np.unique(np.round(np.linspace(1, max_lag, min(max_lag, FIT_LAGS))).astype(int))
+
+
+def _sq_disp_variance(x: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """Variance of ``|x[t0 + m] - x[t0]|^2`` over origins t0 and paths, for each lag m.
+
+    ``x``: (T, P, 3). Origins every ``max(1, m // 8)`` frames (more are nearly duplicates)
+    and at most :data:`_VAR_SAMPLES` (origin, path) samples per lag bound the cost to
+    O(len(lags) x _VAR_SAMPLES), whatever the run's length.
+    """
+    T, P, _ = x.shape
+    out = np.full(lags.size, np.nan)
+    for k, m in enumerate(lags):  # loop over <= FIT_LAGS lags, vectorised over origins and paths
+        n0 = T - m
+        stride = max(1, m // _VAR_ORIGIN_DIVISOR, -(-n0 * P // _VAR_SAMPLES))
+        d = np.asarray(x[m::stride] - x[:n0:stride], dtype=np.float64)
+        s = np.einsum("tpk,tpk->tp", d, d)
+        if s.size > 1:
+            out[k] = s.var(ddof=1)
+    return out
 
 
 def msd(positions_A: np.ndarray, timestep_ps: float, max_lag_fraction: float = 0.5) -> MSDResult:
@@ -172,18 +248,26 @@ def msd(positions_A: np.ndarray, timestep_ps: float, max_lag_fraction: float = 0
     total = pos.sum(axis=1, dtype=np.float64)  # (T, 3) summed position of all ions
     collective = _msd_sum_fft(total, max_lag) / N
     lag = np.arange(max_lag + 1) * float(timestep_ps)
-    return MSDResult(lag, tracer, collective, int(N), int(T), float(timestep_ps))
+    grid = fit_lags(max_lag)
+    var_t = np.full(max_lag + 1, np.nan)
+    var_c = np.full(max_lag + 1, np.nan)
+    var_t[grid] = _sq_disp_variance(pos, grid)
+    var_c[grid] = _sq_disp_variance(total[:, None, :], grid) / N**2
+    return MSDResult(lag, tracer, collective, int(N), int(T), float(timestep_ps), var_t, var_c)
 
 
 # --------------------------------------------------------------------------- D
 @dataclass
 class DiffusionFit:
-    """Einstein-relation fit ``MSD = 2 dim D t + c`` (paper eq 4).
+    """Einstein-relation fit ``MSD = 2 dim D t + c`` (paper eq 4) with its 95 % interval.
 
     Attributes
     ----------
     D_A2_ps, D_err_A2_ps : float
-        Diffusion coefficient and its OLS standard error in Å^2/ps (nan if no fit).
+        Diffusion coefficient and its standard error in Å^2/ps (nan if no fit). With
+        ``method == "gls"`` the error accounts for the correlation between MSD points
+        (module docstring); with ``"ols"`` it is the ordinary least-squares one, which
+        does not.
     D_cm2_s, D_err_cm2_s : float
         The same in cm^2/s.
     intercept_A2 : float
@@ -191,7 +275,8 @@ class DiffusionFit:
     t_start_ps, t_end_ps : float
         First and last lag actually used in the fit, ps.
     r2 : float
-        Coefficient of determination of the fit.
+        Coefficient of determination of an ordinary least-squares line over the same lags
+        (how straight the MSD is there).
     n_points : int
         Number of MSD points in the fit.
     dim : int
@@ -199,7 +284,18 @@ class DiffusionFit:
     widened : bool
         True if the requested window held fewer than 3 points and all lags > 0 were used.
     reason : str
-        Why D is nan or why the window was widened; empty otherwise.
+        Why D is nan, why the window was widened, or why there is no interval; empty otherwise.
+    ci95_A2_ps : tuple of float
+        95 % interval (lo, hi) of D in Å^2/ps; (nan, nan) without one (see ``reason``).
+    loglog_slope : float
+        Least-squares slope of log MSD against log t over the fit window's lags:
+        1 for diffusion, < 1 while the motion is still caged or sub-diffusive
+        (nan if fewer than 2 positive MSD points).
+    method : str
+        ``"gls"`` (covariance-aware, with an interval) or ``"ols"``.
+    n_paths : int
+        Independent paths the MSD averages (N ions for the tracer, 1 for the collective
+        MSD); 0 with ``"ols"``.
     """
 
     D_A2_ps: float
@@ -214,6 +310,10 @@ class DiffusionFit:
     dim: int = 3
     widened: bool = False
     reason: str = ""
+    ci95_A2_ps: tuple[float, float] = (float("nan"), float("nan"))
+    loglog_slope: float = float("nan")
+    method: str = "ols"
+    n_paths: int = 0
 
     @property
     def window_ps(self) -> tuple[float, float]:
@@ -223,6 +323,16 @@ class DiffusionFit:
     @property
     def ok(self) -> bool:
         return bool(np.isfinite(self.D_A2_ps))
+
+    @property
+    def ci95_cm2_s(self) -> tuple[float, float]:
+        """95 % interval of D in cm^2/s."""
+        return (self.ci95_A2_ps[0] * A2_PS_TO_CM2_S, self.ci95_A2_ps[1] * A2_PS_TO_CM2_S)
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True if the 95 % interval lies above 0 (D is distinguished from 0)."""
+        return bool(np.isfinite(self.ci95_A2_ps[0]) and self.ci95_A2_ps[0] > 0)
 
 
 def _nan_fit(dim: int, reason: str, n: int = 0) -> DiffusionFit:
@@ -251,19 +361,206 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, floa
     return slope, intercept, se_slope, se_int, r2
 
 
+def _msd_covariance_terms(lags_frames, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three terms of :func:`random_walk_msd_covariance`: walk-walk, walk-noise, noise-noise."""
+    lag = np.asarray(lags_frames, dtype=float)
+    T = float(n_frames)
+
+    def p2(n):
+        return n * (n + 1) * (2 * n + 1) / 6.0
+
+    def p3(n):
+        return (n * (n + 1) / 2.0) ** 2
+
+    a = np.minimum(lag[:, None], lag[None, :])
+    b = np.maximum(lag[:, None], lag[None, :])
+    ka, kb = T - a, T - b
+    w0 = np.maximum(1.0, a + b - T + 1.0)
+    hi = a - 1.0
+    s1 = np.where(w0 <= hi, (T - a - b) * (p2(hi) - p2(w0 - 1)) + p3(hi) - p3(w0 - 1), 0.0)
+    s2 = (b - a + 1.0) * a * a * kb
+    walk = 2.0 * (2.0 * s1 + s2) / (ka * kb)
+    cross = 8.0 * a / ka
+    same = a == b
+    e2 = np.where(same, 4.0 * kb + 2.0 * np.maximum(0.0, kb - a),
+                  2.0 * kb + np.maximum(0.0, kb - a) + np.maximum(0.0, T - a - b))
+    noise = 2.0 * e2 / (ka * kb)
+    return walk, cross, noise
+
+
+def random_walk_msd_covariance(lags_frames, n_frames: int, noise_ratio: float = 0.0) -> np.ndarray:
+    """Exact covariance of the all-origins MSD of a 1-D Gaussian random walk seen through
+    independent Gaussian noise (vibration about the path; "localisation noise" in
+    Bullerjahn et al., J. Chem. Phys. 153, 024116, 2020).
+
+    Positions ``x_t = w_t + e_t``: w a walk with unit step variance, e independent with
+    variance ``noise_ratio`` at every frame (so ``MSD(m) = m + 2 noise_ratio``).
+    ``MSD(m) = 1/(T-m) sum_{t<T-m} (x_{t+m} - x_t)^2`` over T frames. For lags a <= b,
+    ``Cov = 2 / ((T-a)(T-b)) sum_{t,s} c(t, s)^2`` (Isserlis: Cov(X^2, Y^2) = 2 Cov(X, Y)^2),
+    where two displacements covary by the steps they share plus +-1 noise variances where
+    their end frames coincide. Summed by the origin offset u = s - t:
+
+    * walk: ``2 S1 + S2``, ``S1 = sum_{w=w0}^{a-1} w^2 (T - a - b + w)``,
+      ``w0 = max(1, a + b - T + 1)`` (partial overlaps), ``S2 = (b - a + 1) a^2 (T - b)``
+      (b's window covering a's), in closed form;
+    * walk x noise: ``2 x 2 a (T - b)``;
+    * noise: ``2 (T - b) + (T - b - a)_+ + (T - a - b)_+`` for a < b, ``4 (T - a) + 2 (T - 2a)_+``
+      for a = b.
+
+    Checked against Monte Carlo estimates in the tests.
+
+    Parameters
+    ----------
+    lags_frames : array of int, shape (K,)
+        Lags in frames, 1 <= m <= T - 1.
+    n_frames : int
+        Frames T of the path.
+    noise_ratio : float
+        Noise variance per frame over the walk's step variance.
+
+    Returns
+    -------
+    ndarray, shape (K, K)
+        The covariance for unit step variance (multiply by ``sigma_step^4`` per axis).
+    """
+    walk, cross, noise = _msd_covariance_terms(lags_frames, n_frames)
+    return walk + noise_ratio * cross + noise_ratio**2 * noise
+
+
+@functools.lru_cache(maxsize=32)
+def _covariance_terms_cached(lag_bytes: bytes, n_frames: int):
+    """:func:`_msd_covariance_terms`, cached: a slider move refits over the same lags."""
+    out = _msd_covariance_terms(np.frombuffer(lag_bytes, dtype=np.int64), n_frames)
+    for x in out:
+        x.flags.writeable = False
+    return out
+
+
+def _inverse(cov: np.ndarray) -> np.ndarray:
+    """Inverse of a covariance matrix whose eigenvalues below 1e-12 of the largest are raised
+    to that floor (kinisi's minimum eigenvalue method: evenly spaced MSD points are nearly
+    collinear)."""
+    w, v = np.linalg.eigh(cov)
+    w = np.maximum(w, w[-1] * 1e-12)
+    return (v / w) @ v.T
+
+
+def _slope_interval(b: float, q0: float, q1: float, q2: float, z: float = Z95) -> tuple[float, float]:
+    """Hull of the slopes s not rejected at level z: ``(b - s)^2 <= z^2 Var(s)``, where
+    ``Var(s) = q0 + q1 s + q2 s^2`` for s >= 0 and ``q0`` for s < 0. The upper end is inf
+    when the data cannot bound the slope (``z^2 q2 >= 1``)."""
+    lows, highs = [], []
+    half = z * np.sqrt(max(q0, 0.0))
+    if b - half < 0:  # slopes <= 0, where the variance stays at its value for 0
+        lows.append(b - half)
+        highs.append(min(0.0, b + half))
+    a2, a1, a0 = 1.0 - z * z * q2, -2.0 * b - z * z * q1, b * b - z * z * q0
+    # {s >= 0 : a2 s^2 + a1 s + a0 <= 0}
+    if a2 == 0.0:
+        roots = np.array([-a0 / a1]) if a1 != 0 else np.array([])
+    else:
+        disc = a1 * a1 - 4.0 * a2 * a0
+        roots = np.sort((-a1 + np.array([-1.0, 1.0]) * np.sqrt(disc)) / (2.0 * a2)) if disc >= 0 else np.array([])
+    pts = np.concatenate([[0.0], roots[roots >= 0], [np.inf]])
+    for s0, s1 in zip(pts[:-1], pts[1:]):  # <= 3 pieces; test each one's midpoint
+        mid = s0 + 1.0 if np.isinf(s1) else 0.5 * (s0 + s1)
+        if a2 * mid * mid + a1 * mid + a0 <= 0:
+            lows.append(s0)
+            highs.append(s1)
+    if not lows:  # cannot happen (b itself is accepted); guard against round-off
+        return b, b
+    return float(min(lows)), float(max(highs))
+
+
+def _excess_scatter(lag: np.ndarray, var_s: np.ndarray, gauss: np.ndarray) -> np.ndarray:
+    """Scatter of the squared displacements beyond a Gaussian's, smoothed over the lags.
+
+    ``var(s) / gauss`` lag by lag is noisy; a power law in the lag (a line in log-log,
+    least squares) keeps its trend (ions that hop scatter most at short lags) without the
+    noise. Floored at 1: a Gaussian is the least scatter the model allows.
+    """
+    ok = (gauss > 0) & (var_s > 0)
+    if ok.sum() < 2:
+        return np.ones(lag.size)
+    x, r = np.log(lag[ok].astype(float)), np.log(var_s[ok] / gauss[ok])
+    if np.ptp(x) == 0:
+        return np.full(lag.size, max(1.0, float(np.exp(r.mean()))))
+    b, a = np.polyfit(x, r, 1)
+    return np.maximum(1.0, np.exp(a + b * np.log(lag.astype(float))))
+
+
+def _gls_interval(t, y, lag, var_s, n_frames, n_paths, dim, slope, intercept):
+    """GLS slope, intercept, slope SE and 95 % interval of the slope (module docstring).
+
+    Model: each axis of each path is a Gaussian walk seen through Gaussian vibration noise,
+    ``MSD = s t + c`` with step variance ``s dt / dim`` and noise variance ``c / (2 dim)``
+    per frame (c > 0 is the vibrational offset); the covariance of the MSD points is then
+    exact (:func:`random_walk_msd_covariance`), divided by the paths averaged, and scaled
+    lag by lag by ``kappa``, how much the measured squared displacements scatter beyond
+    that Gaussian model (ions that hop: few carry the MSD), smoothed as a power law in the
+    lag (:func:`_excess_scatter`). Smooth rather than lag by lag: GLS with nearly collinear
+    points turns lag-to-lag noise in the weights into a bias and a too narrow interval.
+    Where the MSD is not a straight line (not yet diffusive), the residuals exceed this
+    covariance and it is scaled up by the reduced chi-square (Birge ratio; never down).
+    The interval inverts the test of each slope s with the covariance at that s (the
+    variance grows with D, so a single path gets an asymmetric interval, unbounded above
+    when it cannot bound D). None if the MSD does not vary.
+    """
+    walk, cross, noise = _covariance_terms_cached(np.ascontiguousarray(lag, dtype=np.int64).tobytes(), int(n_frames))
+    dt = float(t[0] / lag[0])
+    X = np.column_stack([t, np.ones_like(t)])
+    beta = np.array([slope, intercept])
+    for it in range(3):  # the covariance follows the fitted line; three passes settle it
+        line = np.maximum(X @ beta, 0.0)
+        if not np.any(line > 0):
+            if it == 0:
+                return None
+            break  # a flat MSD whose refit line went below 0: keep the last pass's fit
+        s_w = max(float(beta[0]), 0.0) * dt / dim  # walk step variance per axis, Å^2
+        s_e = max(float(beta[1]), 0.0) / (2.0 * dim)  # noise variance per axis, Å^2
+        kappa = _excess_scatter(lag, var_s, 2.0 * line**2 / dim)
+        scale = (dim / n_paths) * np.sqrt(np.outer(kappa, kappa))
+        cov = scale * (s_w * s_w * walk + s_w * s_e * cross + s_e * s_e * noise)
+        inv = _inverse(cov)
+        cov_beta = np.linalg.inv(X.T @ inv @ X)
+        beta = cov_beta @ (X.T @ (inv @ y))
+    resid = y - X @ beta
+    birge = max(1.0, float(resid @ inv @ resid) / (t.size - 2)) if t.size > 2 else 1.0
+    # The slope estimator is h @ y (weights fixed at the fit); its variance at slope s is
+    # q2 s^2 + q1 s + q0, from the three terms of the covariance.
+    h = (cov_beta @ (X.T @ inv))[0]
+    g = dt / dim
+    q2 = birge * g * g * float(h @ (scale * walk) @ h)
+    q1 = birge * g * s_e * float(h @ (scale * cross) @ h)
+    q0 = birge * s_e * s_e * float(h @ (scale * noise) @ h)
+    lo, hi = _slope_interval(float(beta[0]), q0, q1, q2)
+    return float(beta[0]), float(beta[1]), float(np.sqrt(birge * cov_beta[0, 0])), lo, hi
+
+
+def _loglog_slope(t: np.ndarray, y: np.ndarray) -> float:
+    ok = (t > 0) & (y > 0)
+    if ok.sum() < 2 or np.ptp(t[ok]) == 0:
+        return float("nan")
+    return _ols(np.log(t[ok]), np.log(y[ok]))[0]
+
+
 def fit_diffusion(
     lag_ps: np.ndarray,
     msd_A2: np.ndarray,
     fit_start: float = 0.2,
     fit_end: float = 1.0,
     dim: int = 3,
+    *,
+    sq_var_A4: np.ndarray | None = None,
+    n_frames: int | None = None,
+    n_paths: int = 1,
 ) -> DiffusionFit:
     """Diffusion coefficient from a linear fit of the MSD (Einstein relation, eq 4).
 
     Parameters
     ----------
     lag_ps : array, shape (L,)
-        Lag times in ps.
+        Lag times in ps, ``arange(L) * timestep`` when ``sq_var_A4`` is given.
     msd_A2 : array, shape (L,)
         MSD in Å^2 (tracer or collective).
     fit_start, fit_end : float
@@ -272,6 +569,15 @@ def fit_diffusion(
         The paper's choice is (0.5, 1.0).
     dim : int
         Dimensionality: ``MSD = 2 dim D t + c``.
+    sq_var_A4 : array, shape (L,), optional
+        Variance of one path's squared displacement at each lag (Å^4; nan where not
+        measured), as :func:`msd` gives. With ``n_frames``, D is fitted by GLS over the
+        lags where it is finite and gets a 95 % interval (module docstring); without,
+        by ordinary least squares over every lag of the window, with no interval.
+    n_frames : int, optional
+        Frames T of the trajectory the MSD was averaged over.
+    n_paths : int
+        Independent paths averaged: N ions (tracer) or 1 (collective).
 
     Returns
     -------
@@ -288,11 +594,25 @@ def fit_diffusion(
         raise InputError(f"fit window must satisfy 0 <= fit_start < fit_end <= 1, got ({fit_start}, {fit_end})")
     if dim not in (1, 2, 3):
         raise InputError(f"dim must be 1, 2 or 3, got {dim}")
+    gls = sq_var_A4 is not None and n_frames is not None
     good = np.isfinite(t) & np.isfinite(y) & (t > 0)
+    if gls:
+        v = np.asarray(sq_var_A4, dtype=float).ravel()
+        if v.shape != y.shape:
+            raise InputError(f"sq_var_A4 and msd_A2 differ in length ({v.size} and {y.size})")
+        if n_paths < 1:
+            raise InputError(f"n_paths must be at least 1, got {n_paths}")
+        step = t[1] - t[0] if t.size > 1 else 0.0
+        if not (step > 0 and np.allclose(t, np.arange(t.size) * step, rtol=1e-9, atol=1e-12 * step)):
+            raise InputError("with sq_var_A4, lag_ps must be 0, dt, 2 dt, ... (every lag from 0)")
+        if n_frames < t.size:
+            raise InputError(f"n_frames ({n_frames}) must exceed the longest lag ({t.size - 1} frames)")
+        good &= np.isfinite(v)
     if not good.any():
         return _nan_fit(dim, "no MSD point with a lag > 0")
     t_max = float(t[good].max())
-    sel = good & (t >= fit_start * t_max - 1e-12 * t_max) & (t <= fit_end * t_max + 1e-12 * t_max)
+    in_window = good & (t >= fit_start * t_max - 1e-12 * t_max) & (t <= fit_end * t_max + 1e-12 * t_max)
+    sel = in_window
     widened, reason = False, ""
     if sel.sum() < 3:
         sel = good
@@ -301,6 +621,23 @@ def fit_diffusion(
     if sel.sum() < 2:
         return _nan_fit(dim, f"only {int(sel.sum())} MSD point with a lag > 0: the run is too short to fit D", int(sel.sum()))
     slope, intercept, se, _, r2 = _ols(t[sel], y[sel])
+    # The log-log slope over every lag of the window (not only the GLS lags).
+    all_lags = np.isfinite(t) & np.isfinite(y) & (t >= t[sel].min()) & (t <= t[sel].max())
+    loglog = _loglog_slope(t[all_lags], y[all_lags])
+    ci = (float("nan"), float("nan"))
+    method = "ols"
+    if gls and sel.sum() >= 3:
+        lag = np.rint(t[sel] / step).astype(int)
+        with threadpool_limits(1):  # matrices of <= FIT_LAGS rows: BLAS threads only contend
+            g = _gls_interval(t[sel], y[sel], lag, v[sel], n_frames, n_paths, dim, slope, intercept)
+        if g is None:
+            reason = (reason + "; " if reason else "") + "the MSD does not vary over the window: no interval"
+        else:
+            slope, intercept, se, lo, hi = g
+            ci = (lo / (2 * dim), hi / (2 * dim))
+            method = "gls"
+    elif gls:
+        reason = (reason + "; " if reason else "") + "fewer than 3 MSD points: no interval"
     D = slope / (2 * dim)
     D_err = se / (2 * dim)
     return DiffusionFit(
@@ -316,7 +653,69 @@ def fit_diffusion(
         dim=dim,
         widened=widened,
         reason=reason,
+        ci95_A2_ps=(float(ci[0]), float(ci[1])),
+        loglog_slope=float(loglog),
+        method=method,
+        n_paths=int(n_paths) if method == "gls" else 0,
     )
+
+
+def diffusion_fits(
+    m: MSDResult, fit_start: float = 0.2, fit_end: float = 1.0, dim: int = 3
+) -> tuple[DiffusionFit, DiffusionFit]:
+    """Tracer and collective D of an :class:`MSDResult`, each with its 95 % interval.
+
+    The tracer MSD averages N ion paths, the collective one a single centre-of-mass path
+    (its interval is correspondingly wide). See :func:`fit_diffusion`.
+    """
+    if m.tracer_sq_var_A4 is None or m.collective_sq_var_A4 is None:
+        raise InputError("the MSD has no squared-displacement variances: compute it with transport.msd")
+    tracer = fit_diffusion(m.lag_ps, m.tracer_A2, fit_start, fit_end, dim,
+                           sq_var_A4=m.tracer_sq_var_A4, n_frames=m.n_frames, n_paths=m.n_ions)
+    collective = fit_diffusion(m.lag_ps, m.collective_A2, fit_start, fit_end, dim,
+                               sq_var_A4=m.collective_sq_var_A4, n_frames=m.n_frames, n_paths=1)
+    return tracer, collective
+
+
+def not_diffusive_warning(fit: DiffusionFit, label: str = "tracer") -> str:
+    """The METHOD.md section 6 warning when the MSD's log-log slope is below 0.8 ('' otherwise)."""
+    if fit.ok and np.isfinite(fit.loglog_slope) and fit.loglog_slope < DIFFUSIVE_SLOPE_MIN:
+        return (f"the {label} MSD's log-log slope is {fit.loglog_slope:.2f} over the fit window "
+                f"{fit.t_start_ps:.3g}-{fit.t_end_ps:.3g} ps (below {DIFFUSIVE_SLOPE_MIN}): not yet diffusive: "
+                "D is an upper bound at best")
+    return ""
+
+
+def collective_undetermined_reason(collective: DiffusionFit) -> str:
+    """Why the Haven ratio and the collective conductivity cannot be given ('' if they can).
+
+    They need a collective D whose 95 % interval excludes 0 (METHOD.md section 6) and is
+    bounded above (else the Haven ratio could be anything down to 0).
+    """
+    if not collective.ok:
+        return (f"collective D undetermined ({collective.reason or 'no fit'}): "
+                "Haven ratio and collective conductivity undetermined")
+    lo, hi = collective.ci95_cm2_s
+    if not np.isfinite(lo):
+        return "collective D has no 95 % interval: Haven ratio and collective conductivity undetermined"
+    if lo <= 0:
+        return (f"the collective D's 95 % interval [{lo:.2g}, {hi:.2g}] cm²/s includes 0 (one centre-of-mass path): "
+                "Haven ratio and collective conductivity undetermined")
+    if not np.isfinite(hi):
+        return (f"the collective D's 95 % interval [{lo:.2g} cm²/s, no upper bound] is not bounded above by one "
+                "centre-of-mass path: Haven ratio and collective conductivity undetermined")
+    return ""
+
+
+def transport_warnings(tracer: DiffusionFit, collective: DiffusionFit) -> list[str]:
+    """Warnings about D for the result: not yet diffusive; Haven ratio / collective conductivity undetermined."""
+    out = [not_diffusive_warning(tracer, "tracer")]
+    if tracer.ok and np.isfinite(tracer.ci95_A2_ps[0]) and not tracer.excludes_zero:
+        lo, hi = tracer.ci95_cm2_s
+        out.append(f"the tracer D's 95 % interval [{lo:.2g}, {hi:.2g}] cm²/s includes 0: "
+                   "D is not distinguished from 0")
+    out.append(collective_undetermined_reason(collective))
+    return [w for w in out if w]
 
 
 def haven_ratio(D_tracer, D_collective):
