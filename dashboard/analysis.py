@@ -30,7 +30,7 @@ from dashboard.config import Config
 from dashboard.storage import Entry, Library, write_atomic
 
 #: The parameters the sliders move (cheap stages only).
-SLIDER_FIELDS = ("silhouette_threshold", "r_vib_A", "reference_level", "width_factor", "n_max")
+SLIDER_FIELDS = ("silhouette_threshold", "r_vib_A", "reference_level", "width_factor", "pair_distance_A", "n_max")
 
 
 def file_digest(path: Path, extra: dict) -> str:
@@ -162,6 +162,43 @@ def session_for(cfg: Config, entry: Entry) -> Session:
     return s
 
 
+class _ResultCache:
+    """The last few Results by (entry, slider values), computed once per key.
+
+    A slider move fires one callback per view, concurrently; the first computes the
+    cheap stages and the others wait for it on the key's lock instead of repeating them.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._d: OrderedDict[tuple, object] = OrderedDict()
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._d:
+                    return self._d[key]
+            value = compute()
+            with self._lock:
+                self._d[key] = value
+                self._locks.pop(key, None)
+                while len(self._d) > self.size:
+                    self._d.popitem(last=False)
+            return value
+
+
+_RESULTS = _ResultCache()
+
+
 def result_for(cfg: Config, entry: Entry, sliders: dict | None = None):
-    """The full engine Result of an entry at the given slider values."""
-    return session_for(cfg, entry).result(slider_parameters(entry, sliders or {}))
+    """The full engine Result of an entry at the given slider values (memoised in memory)."""
+    params = slider_parameters(entry, sliders or {})
+    key = (entry.id, json.dumps(params.to_dict(), sort_keys=True, default=str))
+    return _RESULTS.get(key, lambda: session_for(cfg, entry).result(params))

@@ -122,8 +122,21 @@ def resolve_server_path(user_path: str, roots: list[Path]) -> Path:
     raise InputError(f"{text}: not found inside the allowed folders")
 
 
-def list_server_simulations(roots: list[Path], limit: int = 500) -> list[str]:
-    """Simulations found under the roots, as paths relative to the roots' parents."""
+def display_path(path: Path, roots: list[Path]) -> str:
+    """``path`` as the user should see it: relative to the allowed root holding it (with
+    the root's name when there are several), never the server's absolute path."""
+    real = Path(path).resolve()
+    for root in roots:
+        r = root.resolve()
+        if real.is_relative_to(r):
+            rel = real.relative_to(r).as_posix() or "."
+            return f"{root.name}/{rel}" if len(roots) > 1 else rel
+    return Path(path).name
+
+
+def list_server_simulations(roots: list[Path], limit: int = 500) -> list[dict]:
+    """Simulations found under the roots, as dropdown options: the label relative to the
+    roots (:func:`display_path`), the value a path :func:`resolve_server_path` accepts."""
     out = []
     for root in roots:
         if not root.is_dir():
@@ -131,7 +144,10 @@ def list_server_simulations(roots: list[Path], limit: int = 500) -> list[str]:
         for sim in find_simulations(root):
             real = sim.resolve()
             if real.is_relative_to(root.resolve()):
-                out.append(str(real))
+                rel = real.relative_to(root.resolve()).as_posix()
+                # Relative paths are tried in every root in turn: only the first root's are unambiguous.
+                value = rel if root == roots[0] else str(real)
+                out.append({"label": display_path(real, roots), "value": value})
             if len(out) >= limit:
                 return out
     return out
