@@ -102,7 +102,7 @@ TABS = (
 
 def _help_label(text, help_text, **kw):
     """A label whose hover text explains the control (and a visible hint that it does)."""
-    return html.Label([text, html.Span(" ⓘ", className="help-mark")], title=help_text, className="help-label", **kw)
+    return html.Label([text, html.Span("?", className="help-mark")], title=help_text, className="help-label", **kw)
 
 
 def _slider(id_, label, help_text, lo, hi, step, value, marks=None):
@@ -167,7 +167,6 @@ def layout(cfg, entry_id: str | None = None):
         _file_input("incar-file"),
         html.Progress(id="upload-progress", value="0", max="1"),
         html.Div(id="upload-status", className="muted"),
-        html.Hr(),
         _help_label("... or pick one on the server" + ("" if cfg.roots else " (no folders allowed on this server)"),
                     "Simulations found in the folders this deployment allows (IONDIFF_ROOTS), shown relative to them."),
         dcc.Dropdown(id="server-sim", options=sims, placeholder="simulations found", disabled=not cfg.roots),
@@ -331,19 +330,20 @@ def register(app, cfg, cache):
     @app.callback(
         Output("species", "options", allow_duplicate=True), Output("species", "value", allow_duplicate=True),
         Output("timestep", "value"), Output("temperature", "value"), Output("source-label", "children", allow_duplicate=True),
-        Output("source-details", "open"),
+        Output("source-details", "open"), Output("run-details", "open"),
         Input("entry-store", "data"), prevent_initial_call="initial_duplicate",
     )
     def show_entry(entry_id):
         """An entry (just run, or opened from the library): what it was analysed from."""
         if not entry_id:
-            return no_update, no_update, no_update, no_update, no_update, True
+            return no_update, no_update, no_update, no_update, no_update, True, True
         entry = Library(cfg.library_db).get(entry_id)
         if entry is None:
-            return no_update, no_update, no_update, no_update, _alert("this result is no longer in the library"), True
+            return no_update, no_update, no_update, no_update, _alert("this result is no longer in the library"), True, True
         p = entry.params
+        # The result is on screen: fold the input panels so the thresholds and the figures share the screen.
         return ([{"label": entry.species, "value": entry.species}], entry.species, p.get("timestep_fs"),
-                entry.temperature_K, f"showing: {entry.name} (from the library)", False)
+                entry.temperature_K, f"showing: {entry.name} (in the library)", False, False)
 
     # ------------------------------------------------------------------ run
     @app.callback(

@@ -91,14 +91,14 @@ def create_figure(d: dict) -> go.Figure:
     label = ("hop paths: colour = concerted group, grey = isolated hop" if d["color_by"] == "group"
              else "hop paths: colour = ion")
     fig.add_trace(go.Scatter3d(
-        x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="lines", connectgaps=False, customdata=d["path_group"],
+        x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="lines", connectgaps=False, customdata=d["path_group"].tolist(),
         line=dict(color=d["path_color"] or "#888", width=4), name=label,
         hovertemplate="group %{customdata}<br>(%{x:.2f}, %{y:.2f}, %{z:.2f}) Å<extra>click: select the group</extra>",
     ))
     h = d["highlight"]
     if len(h):
         fig.add_trace(go.Scatter3d(x=h[:, 0], y=h[:, 1], z=h[:, 2], mode="lines", connectgaps=False,
-                                   customdata=np.full(len(h), d["selected"]), line=dict(color="black", width=9),
+                                   customdata=[d["selected"]] * len(h), line=dict(color="black", width=9),
                                    name=f"selected group {d['selected']} (n = {d['selected_n']})"))
     title = f"{plural(d['n_hops'], 'hop')}, {plural(d['n_concerted_groups'], 'concerted group')}"
     title += f" (paths decimated 1:{d['decimation']})" if d["decimation"] > 1 else ""

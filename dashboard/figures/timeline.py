@@ -67,7 +67,7 @@ def create_figure(d: dict) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=d["z"], x=d["x"], colorscale=[[0, "#f7f7f7"], [1, "#f2a0a0"]], showscale=False,
                                name="in transit",
                                hovertemplate="t=%{x}<br>ion %{y}<br>in transit: %{z}<extra>click: select the hop's group</extra>"))
-    fig.add_trace(go.Scatter(x=d["hop_t"], y=d["hop_ion"], mode="markers", customdata=d["hop_group"], name="hops (colour = group)",
+    fig.add_trace(go.Scatter(x=d["hop_t"], y=d["hop_ion"], mode="markers", customdata=d["hop_group"].tolist(), name="hops (colour = group)",
                              marker=dict(color=d["hop_color"], size=7, line=dict(width=0)),
                              hovertemplate="hop of ion %{y} at %{x}<br>group %{customdata}<extra></extra>"))
     if len(d["selected"]):
