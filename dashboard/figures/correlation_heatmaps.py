@@ -111,12 +111,13 @@ def create_figure(d: dict) -> go.Figure:
     bw = dict(colorscale=[[0, "white"], [1, "black"]], zmin=0, zmax=1, showscale=False)
     fig.add_trace(go.Heatmap(z=d["binary"], **bw), 2, 1)
     fig.add_trace(go.Heatmap(z=d["reordered"], hovertemplate="event %{x}<br>event %{y}<extra></extra>", **bw), 2, 2)
-    for g, a, b in d["blocks"][:MAX_OUTLINES]:
-        fig.add_shape(type="rect", x0=a, x1=b, y0=a, y1=b, xref="x4", yref="y4", line=dict(color="#2E91E5", width=1.5))
     sel = [blk for blk in d["blocks"] if blk[0] == d.get("selected")]
-    for g, a, b in sel:
-        fig.add_shape(type="rect", x0=a, x1=b, y0=a, y1=b, xref="x4", yref="y4", line=dict(color="#d62728", width=4),
-                      name="selected group")
+    # One layout update for every outline (add_shape validates each one: slow for hundreds).
+    fig.update_layout(shapes=[
+        dict(type="rect", x0=a, x1=b, y0=a, y1=b, xref="x4", yref="y4", line=dict(color=colour, width=width))
+        for blocks, colour, width in ((d["blocks"][:MAX_OUTLINES], "#2E91E5", 1.5), (sel, "#d62728", 4))
+        for _, a, b in blocks
+    ])
     shown = min(len(d["blocks"]), MAX_OUTLINES)
     note = f"{shown} concerted group{'' if shown == 1 else 's'} outlined" + (
         f" (the {MAX_OUTLINES} largest of {len(d['blocks'])})" if len(d["blocks"]) > MAX_OUTLINES else "")
