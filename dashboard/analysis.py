@@ -29,6 +29,10 @@ from iondiff_core.pipeline import Session
 from dashboard.config import Config
 from dashboard.storage import Entry, Library, write_atomic
 
+#: Fewer frames than this are refused: each ion's vibration centres are found by
+#: clustering its positions over the run, which needs many frames at every site.
+MIN_FRAMES = 100
+
 #: The parameters the sliders move (cheap stages only).
 SLIDER_FIELDS = ("silhouette_threshold", "r_vib_A", "reference_level", "width_factor", "pair_distance_A", "n_max")
 
@@ -85,7 +89,16 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         if progress:
             progress(fraction, message)
 
-    session = Session.open(source, params, cfg.stages, each, timestep_fs, temperature_K)
+    from iondiff_core.io import read_trajectory
+
+    each("read", 0.0, f"reading {source.name}")
+    traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K)
+    if traj.n_frames < MIN_FRAMES:
+        raise InputError(
+            f"{name or source.name}: {traj.n_frames} frames is too short for the method: vibration centres are found by "
+            f"clustering each ion's positions over the run, which needs at least {MIN_FRAMES} frames"
+        )
+    session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K)
     result = session.result(params, each)
     doc = result.to_dict()
     name = name or run_name(source)

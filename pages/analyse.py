@@ -21,10 +21,9 @@ from dash.exceptions import PreventUpdate
 from dashboard import analysis, views
 from dashboard.figures import GRAPH_CONFIG
 from dashboard.storage import Library
-from dashboard.uploads import display_path, list_server_simulations, resolve_server_path, trajectory_of_upload
+from dashboard.uploads import display_path, inspect_source, list_server_simulations, resolve_server_path, trajectory_of_upload
 from iondiff_core import report
 from iondiff_core.errors import InputError
-from iondiff_core.io import sniff_species
 from iondiff_core.parameters import Parameters
 
 log = logging.getLogger(__name__)
@@ -305,9 +304,10 @@ def register(app, cfg, cache):
     def use_server_file(_, picked, typed):
         try:
             path = resolve_server_path((typed if ctx.triggered_id == "server-use" else None) or picked or "", cfg.roots)
-            species = sniff_species(path)
+            info = inspect_source(path)
             shown = display_path(path, cfg.roots)
-            return {"kind": "server", "path": str(path), "name": analysis.run_name(path), "species": species}, f"server file: {shown}"
+            read = f"; INCAR: {info['timestep_fs']} fs per frame" if info["timestep_fs"] else "; no timestep found: type it"
+            return ({"kind": "server", "path": str(path), **info}, f"server file: {shown} as \u201c{info['name']}\u201d{read}")
         except InputError as exc:
             return {"kind": "error", "error": str(exc)}, _alert(str(exc))
 
@@ -315,17 +315,20 @@ def register(app, cfg, cache):
         Output("species", "options"), Output("species", "value"), Output("run-error", "children", allow_duplicate=True),
         Output("entry-store", "data", allow_duplicate=True), Output("progress-bar", "value", allow_duplicate=True),
         Output("progress-text", "children", allow_duplicate=True),
+        Output("timestep", "value", allow_duplicate=True), Output("temperature", "value", allow_duplicate=True),
         Input("source-store", "data"), prevent_initial_call=True,
     )
     def species_choices(source):
-        """A new file: its species, and the previous file's results cleared."""
+        """A new file: its species, timestep and temperature as read (editable), and the
+        previous file's results cleared."""
         if not source:
             raise PreventUpdate
         if source.get("kind") == "error":
-            return [], None, _alert(source["error"]), None, "0", ""
+            return [], None, _alert(source["error"]), None, "0", "", None, None
         species = source.get("species") or []
         default = next((s for s in ("Li", "Na", "K", "Ag", "Cu", "F", "Cl", "Br", "I", "O", "H") if s in species), species[0] if species else None)
-        return [{"label": s, "value": s} for s in species], default, None, None, "0", ""
+        return ([{"label": s, "value": s} for s in species], default, None, None, "0", "",
+                source.get("timestep_fs"), source.get("temperature_K"))
 
     @app.callback(
         Output("species", "options", allow_duplicate=True), Output("species", "value", allow_duplicate=True),
@@ -361,8 +364,12 @@ def register(app, cfg, cache):
         try:
             if not source or source.get("kind") not in ("upload", "server"):
                 raise InputError("choose a trajectory first (upload one or pick one on the server)")
+            if not timestep or timestep <= 0:
+                raise InputError("the timestep is unknown: type the time between saved frames in fs (POTIM x NBLOCK), "
+                                 "or add the run's INCAR; hop durations, D and the MSD need it")
             path = _source_path(cfg, source)
-            params = Parameters(species=species)
+            poscar = path.parent / "POSCAR" if source.get("poscar") else None
+            params = Parameters(species=species, reference_structure=str(poscar) if poscar and poscar.is_file() else None)
             set_progress(("0", "starting"))
             entry = analysis.run_analysis(
                 cfg, path, params, timestep or None, temperature or None,

@@ -27,6 +27,26 @@ def sims(tmp_path_factory):
     up.mkdir()
     write_xdatcar(syn.trajectory, up / "XDATCAR_LiX.gz")
     (up / "junk.xdatcar").write_bytes(os.urandom(4000))
+    # A VASP run folder as copied from a cluster: generic names, the INCAR's SYSTEM names it.
+    vasp = root / "vasp"
+    vasp.mkdir()
+    write_xdatcar(syn.trajectory, vasp / "XDATCAR.gz")
+    (vasp / "INCAR").write_text("SYSTEM = Li3X glass\nPOTIM = 2\nNBLOCK = 5\nTEBEG = 600\n")
+    import ase
+    import ase.io
+
+    t = syn.trajectory
+    ase.io.write(vasp / "POSCAR", ase.Atoms(t.species, scaled_positions=t.positions_frac[0], cell=t.cells[0], pbc=True), format="vasp")
+    # Damaged and too short.
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "XDATCAR.gz").write_bytes((up / "XDATCAR_LiX.gz").read_bytes()[:20_000])
+    short = root / "short"
+    short.mkdir()
+    from dataclasses import replace
+
+    write_xdatcar(replace(t, positions_frac=t.positions_frac[:60], cells=t.cells[:60]), short / "XDATCAR")
+    (short / "INCAR").write_text("POTIM = 2\nNBLOCK = 5\nTEBEG = 600\n")
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret").write_text("no")
     (root / "escape").symlink_to(outside)
@@ -289,6 +309,50 @@ def test_exports_svg_png_at_print_resolution_and_csv(dash_duo, sims, tmp_path):
     until(dash_duo, lambda: target.exists() and target.stat().st_size > 0, 20)
     lines = target.read_text().splitlines()
     assert lines[0].startswith("n,label,groups,p_observed") and len(lines) == 1 + 21  # n = 1..20 and "> 20"
+
+
+def test_input_in_any_order_shown_before_run_and_named(dash_duo, sims, tmp_path):
+    root, up = sims
+    vasp = root / "vasp"
+    dash_duo.start_server(create_app(tmp_path / "data", roots=[root]))
+    # The trajectory alone: no timestep, and Run says so instead of analysing without time.
+    upload(dash_duo, vasp / "XDATCAR.gz")
+    dash_duo.wait_for_contains_text("#upload-status", "uploaded XDATCAR.gz", timeout=30)
+    assert "XDATCAR.gz\u201d" not in dash_duo.find_element("#upload-status").text  # named from its title instead
+    assert dash_duo.find_element("#timestep").get_attribute("value") == ""
+    dash_duo.find_element("#run-button").click()
+    dash_duo.wait_for_contains_text("#run-error", "the timestep is unknown", timeout=30)
+    # The INCAR after the trajectory: its timestep and temperature appear, editable, and name the run.
+    dash_duo.find_element("#incar-file").send_keys(str(vasp / "INCAR"))
+    dash_duo.wait_for_contains_text("#upload-status", "Li3X glass", timeout=30)
+    until(dash_duo, lambda: dash_duo.find_element("#timestep").get_attribute("value") == "10", 10)
+    assert dash_duo.find_element("#temperature").get_attribute("value") == "600"
+    type_into(dash_duo, "#temperature", "650")
+    dash_duo.find_element("#run-button").click()
+    dash_duo.wait_for_contains_text("#view-summary", "Li3X glass: 10 hops", timeout=120)
+    from dashboard.storage import Library
+
+    (entry,) = Library(Path(tmp_path / "data") / "library.sqlite").list()
+    assert entry.name == "Li3X glass" and entry.temperature_K == 650
+    # Trajectory, INCAR and POSCAR dropped at once.
+    dash_duo.driver.get(dash_duo.server_url + "/")
+    dash_duo.wait_for_element("#trajectory-file")
+    dash_duo.find_element("#trajectory-file").send_keys("\n".join(str(vasp / f) for f in ("INCAR", "XDATCAR.gz", "POSCAR")))
+    dash_duo.wait_for_contains_text("#upload-status", "POSCAR as reference lattice", timeout=30)
+    assert "10 fs per frame" in dash_duo.find_element("#upload-status").text
+    until(dash_duo, lambda: dash_duo.find_element("#timestep").get_attribute("value") == "10", 10)
+    # A truncated .gz is a damaged file, uploaded or picked; a run too short is refused with the reason.
+    upload(dash_duo, root / "bad" / "XDATCAR.gz")
+    dash_duo.wait_for_contains_text("#upload-status", "cut short", timeout=30)
+    dash_duo.wait_for_contains_text("#run-error", "gzip stream ends before its end-of-stream marker", timeout=10)
+    pick(dash_duo, "bad")
+    dash_duo.wait_for_contains_text("#source-label", "damaged", timeout=20)
+    pick(dash_duo, "short")
+    dash_duo.wait_for_contains_text("#source-label", "server file: short", timeout=20)
+    until(dash_duo, lambda: dash_duo.find_element("#timestep").get_attribute("value") == "10", 10)
+    dash_duo.find_element("#run-button").click()
+    dash_duo.wait_for_contains_text("#run-error", "60 frames is too short for the method", timeout=60)
+    assert "no result yet" in dash_duo.find_element("#view-summary").text
 
 
 def test_server_picker_and_refusals(dash_duo, sims, tmp_path):
