@@ -107,7 +107,9 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     write_atomic(out, report.dumps(doc))
     species = result.prep.species
     desc = dict(doc["descriptors"])
-    desc.update({"mean_n": doc["pdf"]["mean_n"], "std_n": doc["pdf"]["std_n"], "pdf_b": doc["pdf"]["b"]})
+    pdf = doc["pdf"]
+    fit = pdf.get("fit") or {}  # the engine's JSON after issue 8 nests the fit (null when there is none)
+    desc.update({"mean_n": pdf.get("mean_n"), "std_n": pdf.get("std_n"), "pdf_b": pdf.get("b", fit.get("b"))})
     entry = library.add(
         name=name,
         material=material_name(source, name),

@@ -165,6 +165,12 @@ def test_upload_run_explore_and_library(dash_duo, sims, tmp_path):
     until(dash_duo, lambda: plot_js(dash_duo, "graph-timeline", "g.data.length") == 3, 20)
     shot(dash_duo, "analyse-timeline")
 
+    # A failed upload clears the previous file's results instead of leaving them on screen.
+    dash_duo.find_element("#source-details summary").click()
+    upload(dash_duo, up / "junk.xdatcar")
+    dash_duo.wait_for_contains_text("#view-summary", "no result yet", timeout=20)
+    assert dash_duo.find_element("#progress-text").text == ""
+
     # The library lists the analysis, named after the file rather than "XDATCAR".
     dash_duo.driver.get(dash_duo.server_url + "/library")
     dash_duo.wait_for_contains_text("#library-table", "XDATCAR_LiX.gz", timeout=20)
