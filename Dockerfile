@@ -21,6 +21,7 @@ COPY dashboard/ dashboard/
 COPY pages/ pages/
 COPY assets/ assets/
 COPY app.py .
+COPY docs/METHOD.md docs/
 
 USER iondiff
 VOLUME ["/data"]

@@ -1,8 +1,10 @@
 """The IonDiff dashboard. ``python app.py`` serves it on embedded defaults (a disk-cache
-job manager and a SQLite library under ./data); ``gunicorn app:server`` in production;
+job manager and a SQLite library under ./data) on http://127.0.0.1:8050, or the next free
+port (IONDIFF_HOST / IONDIFF_PORT choose); ``gunicorn app:server`` in production;
 with REDIS_URL set, ``celery -A app:celery_app worker`` runs the background jobs."""
 
 import os
+import sys
 
 from dashboard.app_factory import create_app
 
@@ -13,4 +15,14 @@ if os.environ.get("REDIS_URL"):
     from dashboard.celery_app import celery_app  # noqa: F401  (the worker imports it from here)
 
 if __name__ == "__main__":
-    app.run(host=os.environ.get("IONDIFF_HOST", "127.0.0.1"), port=int(os.environ.get("IONDIFF_PORT", "8050")), debug=False)
+    from dashboard.config import AddressError, serve_address
+
+    try:
+        host, port, note = serve_address()
+    except AddressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if note:
+        print(note, flush=True)
+    print(f"IonDiff dashboard: http://{host}:{port}/  (Ctrl+C stops it)", flush=True)
+    app.run(host=host, port=port, debug=False)

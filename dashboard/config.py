@@ -1,9 +1,11 @@
-"""Deployment settings, from environment variables with embedded defaults.
+"""Deployment settings, from environment variables with embedded defaults
+(the README's "Environment variables" lists every one):
 
 IONDIFF_DATA        data folder shared by every web and worker process (default ./data)
 IONDIFF_ROOTS       os.pathsep-separated folders the server-side picker may read
 IONDIFF_MAX_UPLOAD_MB  largest upload accepted (default 2048)
 IONDIFF_SECRET_KEY  signs sessions and job handles (default: generated once, kept in the data folder)
+IONDIFF_HOST, IONDIFF_PORT  where ``python app.py`` listens (see :func:`serve_address`)
 REDIS_URL           if set, background jobs run on Celery workers through Redis
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,3 +77,62 @@ class Config:
             tmp.write_text(secrets.token_hex(32))
             os.replace(tmp, p)  # several processes may race: any one of the keys wins for all
         return p.read_text().strip()
+
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8050
+#: Ports tried after the default one when it is taken and IONDIFF_PORT is not set.
+PORT_TRIES = 20
+
+
+class AddressError(Exception):
+    """The address ``python app.py`` was asked to listen on cannot be used (message says why and what to do)."""
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server can listen on ``host:port`` now (bound as werkzeug binds: SO_REUSEADDR)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise AddressError(f"IONDIFF_HOST={host!r} is not an address of this machine ({exc})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError:
+            return False
+    return True
+
+
+def serve_address(env=None, tries: int = PORT_TRIES) -> tuple[str, int, str]:
+    """Host, port and a note for ``python app.py``.
+
+    ``IONDIFF_HOST`` (default 127.0.0.1) and ``IONDIFF_PORT``: a port given explicitly
+    is used or refused with :class:`AddressError` (never silently replaced); without
+    one, 8050 or the next free port of the following ``tries`` is chosen and the note
+    says so.
+    """
+    env = os.environ if env is None else env
+    host = env.get("IONDIFF_HOST") or DEFAULT_HOST
+    given = env.get("IONDIFF_PORT")
+    if given:
+        try:
+            port = int(given)
+        except ValueError:
+            raise AddressError(f"IONDIFF_PORT={given!r} is not a port number (1-65535)") from None
+        if not 0 < port < 65536:
+            raise AddressError(f"IONDIFF_PORT={port} is not a port number (1-65535)")
+        if not port_free(host, port):
+            raise AddressError(
+                f"port {port} on {host} is taken (IONDIFF_PORT={given}). Stop what uses it, or choose another port: "
+                f"IONDIFF_PORT={port + 1} python app.py (or unset IONDIFF_PORT to take the next free one)."
+            )
+        return host, port, ""
+    for port in range(DEFAULT_PORT, DEFAULT_PORT + tries + 1):
+        if port_free(host, port):
+            note = "" if port == DEFAULT_PORT else f"port {DEFAULT_PORT} is taken; using {port} (set IONDIFF_PORT to choose)"
+            return host, port, note
+    raise AddressError(
+        f"ports {DEFAULT_PORT}-{DEFAULT_PORT + tries} on {host} are all taken; choose one with IONDIFF_PORT=PORT python app.py"
+    )

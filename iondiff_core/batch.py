@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from iondiff_core import descriptors, distribution
+from iondiff_core import correlations, descriptors, distribution
 
 TARGET = "D_tracer_cm2_s"
 
 
-_TEXT = {"name", "path", "error", "material", "mobile_species"}
+_TEXT = {"name", "path", "error", "material", "mobile_species", "verdict"}
 
 
 def _numeric_columns(rows: list[dict]) -> dict[str, np.ndarray]:
@@ -27,20 +27,54 @@ def _numeric_columns(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 def pooled_distributions(docs: list[dict], n_max: int = 20) -> dict:
-    """pdf of n pooled over simulations: all together and per family (paper Figs. 4, 5)."""
-    by_family: dict[str, list[int]] = {}
+    """pdf of n pooled over simulations, all together and per family (paper Figs. 4, 5),
+    with the same rules as one run (overflow bin, fit only where meaningful, bootstrap
+    intervals), and the pooled null model: replica r of the pool is the sum of replica r
+    of every simulation (each ion's hop train shifted independently in each)."""
+    fams: dict[str, list[dict]] = {}
     for d in docs:
-        sizes = [g["n"] for g in d["groups"]]
-        by_family.setdefault("all", []).extend(sizes)
-        by_family.setdefault(descriptors.family_of(d["input"]["mobile_species"]), []).extend(sizes)
+        fams.setdefault("all", []).append(d)
+        fams.setdefault(descriptors.family_of(d["input"]["mobile_species"]), []).append(d)
     out = {}
-    for fam, sizes in by_family.items():
-        nd = distribution.n_distribution(np.array(sizes, dtype=int), n_max)
-        out[fam] = {
-            "n": nd.n, "p": nd.p, "counts": nd.counts, "overflow": nd.overflow,
-            "A": nd.fit.A, "A_err": nd.fit.A_err, "b": nd.fit.b, "b_err": nd.fit.b_err,
-            "mean_n": nd.mean_n, "std_n": nd.std_n, "simulations": sum(1 for _ in docs),
-        }
+    for fam, group in fams.items():
+        sizes = np.array([g["n"] for d in group for g in d["groups"]], dtype=int)
+        nd = distribution.n_distribution(sizes, n_max)
+        entry = nd.to_dict()
+        fit = nd.fit
+        entry.update({
+            "A": fit.A if fit else None, "b": fit.b if fit else None,
+            "A_err": (fit.A_ci95[1] - fit.A_ci95[0]) / 3.92 if fit else None,
+            "b_err": (fit.b_ci95[1] - fit.b_ci95[0]) / 3.92 if fit else None,
+            "simulations": len(group),
+            "percolated_runs": [d["input"]["source"] for d in group
+                                if d.get("concertedness", {}).get("verdict") == "percolated"],
+        })
+        entry["concertedness"] = _pooled_concertedness(group, sizes, n_max)
+        out[fam] = entry
+    return out
+
+
+def _pooled_concertedness(docs: list[dict], sizes: np.ndarray, n_max: int) -> dict | None:
+    conc = [d.get("concertedness") or {} for d in docs]
+    if not conc or any("null_in_groups" not in c or "null_counts" not in c for c in conc):
+        return None  # documents written before the null model
+    r = min(len(c["null_in_groups"]) for c in conc)
+    in_groups = sum(np.asarray(c["null_in_groups"][:r], float) for c in conc)
+    counts = sum(_counts_at(np.asarray(c["null_counts"][:r], float), n_max) for c in conc)
+    hops = int(sum(c.get("n_hops", 0) for c in conc))
+    j = correlations.judge(int(sizes[sizes >= 2].sum()), hops, in_groups, counts,
+                           distribution.percolates(sizes), int(sizes.max(initial=0)))
+    return {**j.to_dict(), "null_p": j.null_p, "null_p_ci95": j.null_p_ci95, "null_overflow": j.null_overflow,
+            "null_in_groups": None, "null_counts": None}
+
+
+def _counts_at(counts: np.ndarray, n_max: int) -> np.ndarray:
+    """Per-replica group counts re-binned to 1..n_max and an overflow column."""
+    sizes = counts[:, :-1]
+    out = np.zeros((len(counts), n_max + 1))
+    k = min(n_max, sizes.shape[1])
+    out[:, :k] = sizes[:, :k]
+    out[:, n_max] = sizes[:, k:].sum(axis=1) + counts[:, -1]
     return out
 
 

@@ -93,6 +93,7 @@ def _add_input_flags(p):
     p.add_argument("--species", help="mobile species (default: first of Li, Na, K, Ag, Cu, F, Cl, Br, I, O, H)")
     p.add_argument("--timestep-fs", type=float, help="fs between stored frames (default: POTIM x NBLOCK from INCAR)")
     p.add_argument("--temperature", type=float, help="temperature in K (default: TEBEG from INCAR)")
+    p.add_argument("--type-map", help="species of numeric atom types (LAMMPS dumps, H5MD), e.g. 1=Li,2=P,3=S")
     p.add_argument("--cache-dir", help="folder for the clustering cache (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
@@ -123,7 +124,9 @@ def _run_analyze(args) -> int:
     params = parameters_from_args(args).replace(species=args.species)
     progress = TerminalProgress(quiet=args.quiet)
     t0 = time.perf_counter()
-    result = pipeline.analyze(args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs)
+    result = pipeline.analyze(
+        args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs, type_map=args.type_map
+    )
     doc = result.to_dict()
     doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
     if args.out:
@@ -134,13 +137,35 @@ def _run_analyze(args) -> int:
     return 0
 
 
+def _fmt(v, spec=".3g") -> str:
+    return "undetermined" if v is None else format(v, spec)
+
+
+def summary_line(doc: dict) -> str:
+    """One line: what was analysed, the hops, the concertedness verdict, <n> and D with intervals."""
+    i, d, pdf, c = doc["input"], doc["descriptors"], doc["pdf"], doc.get("concertedness") or {}
+    exc = len(doc.get("excursions", []))
+    line = (f"{i['source']}: {i['frames']} frames, {i['mobile_ions']} {i['mobile_species']} ions; "
+            f"{len(doc['hops'])} hops" + (f" (+{exc} unfinished excursions)" if exc else "") +
+            f" in {len(doc['groups'])} group{'' if len(doc['groups']) == 1 else 's'}")
+    if c:
+        lo, hi = c["null_ci95"]
+        line += (f"; concerted {100 * c['observed_fraction']:.0f} % of hops vs null {100 * c['null_mean']:.0f} % "
+                 f"[{100 * lo:.0f}, {100 * hi:.0f}], p = {c['p_value']:.2g}: {c['verdict']}")
+    if pdf.get("mean_n") is None:
+        line += "; <n> undetermined (no concerted group)"
+    else:
+        lo, hi = pdf.get("mean_n_ci95") or (None, None)
+        line += f"; <n> = {pdf['mean_n']:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
+        if pdf.get("overflow_count"):
+            line += f" ({pdf['overflow_count']} groups > n_max)"
+    D, ci = d.get("D_tracer_cm2_s"), d.get("D_tracer_ci95_cm2_s")
+    line += f"; D_tracer = {_fmt(D)}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "") + " cm^2/s"
+    return line
+
+
 def _print_summary(doc: dict) -> None:
-    i, d, pdf = doc["input"], doc["descriptors"], doc["pdf"]
-    print(
-        f"{i['source']}: {i['frames']} frames, {i['mobile_ions']} {i['mobile_species']} ions; "
-        f"{len(doc['hops'])} hops in {len(doc['groups'])} groups; "
-        f"<n> = {pdf['mean_n']} +- {pdf['std_n']}; D_tracer = {d.get('D_tracer_cm2_s')} cm^2/s"
-    )
+    print(summary_line(doc))
     for w in doc.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
 
@@ -165,12 +190,14 @@ def material_of(name: str) -> str:
     return re.sub(r"[_-]+", "_", m).strip("_") or name
 
 
-def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature) -> dict:
+def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature, type_map=None) -> dict:
     """Analyse one simulation and write its JSON; returns its summary row (or an error row)."""
     from iondiff_core import pipeline, report
 
     try:
-        result = pipeline.analyze(path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature)
+        result = pipeline.analyze(
+            path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map
+        )
         doc = result.to_dict()
         _write_atomic(Path(out_json), report.dumps(doc))
         row = {"path": path, "error": "", **summary_row(doc)}
@@ -192,7 +219,14 @@ def summary_row(doc: dict) -> dict:
         "std_n": doc["pdf"]["std_n"],
         "pdf_A": doc["pdf"]["A"],
         "pdf_b": doc["pdf"]["b"],
+        "pdf_overflow": doc["pdf"]["overflow"],
     }
+    c = doc.get("concertedness") or {}
+    if c:
+        row.update({
+            "concerted_fraction": c["observed_fraction"], "null_fraction": c["null_mean"],
+            "concerted_excess": c["excess"], "concerted_p_value": c["p_value"], "verdict": c["verdict"],
+        })
     row.update({k: v for k, v in doc["descriptors"].items() if isinstance(v, (int, float)) or v is None})
     return row
 
@@ -222,7 +256,10 @@ def _run_batch(args) -> int:
         rows = submit_batch(jobs, pd, args.cache_dir, args.timestep_fs, args.temperature, progress)
     else:
         with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futs = {pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature): n for n, p, o in jobs}
+            futs = {
+                pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature, args.type_map): n
+                for n, p, o in jobs
+            }
             for k, fut in enumerate(as_completed(futs), 1):
                 row = {"name": futs[fut], **fut.result()}
                 rows.append(row)

@@ -1,8 +1,8 @@
 """Hops must add up to the ions' transport (METHOD.md section 7).
 
-For each ion, the vector sum of its hops (centre B - centre A; for an open-ended hop,
-the last position - A) is compared with its net displacement (mean position over the
-last frames minus over the first frames).
+For each ion, the vector sum of its hops (centre B - centre A; unfinished excursions are
+not hops and do not count) is compared with its net displacement (mean position over
+the last frames minus over the first frames).
 """
 
 from __future__ import annotations

@@ -1,12 +1,19 @@
 """Many-ion correlations: smoothed hop events, their Pearson matrix, the random
-reference, concerted groups and the n = 2 mechanisms (METHOD.md section 4, paper
-section 2.2 and Fig. 3).
+reference, concerted groups, the null model and the n = 2 mechanisms (METHOD.md
+sections 4 and 4b, paper section 2.2 and Fig. 3).
 
-Each hop is one event. Event h becomes a Gaussian over frames centred on the hop's
-mid-frame with FWHM equal to its duration (times ``width_factor``). The Pearson
-correlation of two such series needs only their overlap: every series is stored sparse
-(truncated at ``TRUNCATE`` standard deviations, where it is below 1e-7 of its peak), so
-the products cost O(events x width), not O(events^2 x frames).
+Each hop is one event. Event h is a Gaussian over frames, g_h(t) = exp(-(t - m_h)^2 /
+2 s_h^2), centred on the hop's mid-frame m_h with FWHM equal to its duration (times
+``width_factor``). Every sum over frames is done in closed form on the integer lattice
+(Poisson summation), so nothing of size events x frames is ever formed:
+
+- the product of two Gaussians is a Gaussian, so sum_t g_h g_k needs only (m, s) of both;
+- two events farther apart than their reach (:func:`reach_frames`) have
+  sum_t g_h g_k / T < mean_h mean_k, i.e. a negative Pearson C: they never overlap and
+  are never concerted. Only overlapping pairs are enumerated (memory O(pairs)).
+
+The Gaussians are not cut at the ends of the run (a hop at the first frame keeps its
+full width); otherwise this is the Pearson correlation of the paper's smoothed series.
 """
 
 from __future__ import annotations
@@ -16,57 +23,221 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+from scipy.stats import norm
 
+from iondiff_core.distribution import percolates
 from iondiff_core.hops import Hops
 from iondiff_core.trajectory import minimum_image
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-TRUNCATE = 5.7  # exp(-5.7**2 / 2) < 1e-7
-#: Above this many events, the dense matrix is not formed (memory); see :func:`correlate`.
-DENSE_LIMIT = 6000
-_HIST_EDGES = np.linspace(-1.0, 1.0, 40001)
+#: Above this many events the dense matrix (for display only) is not formed.
+DENSE_LIMIT = 4000
+#: Events (replicas x hops) handled at once by the reference and the null model (memory).
+_BATCH_EVENTS = 400_000
+#: Events (replicas x hops) the reference and the null model evaluate per call: past
+#: ~5,000 hops fewer repetitions are drawn (each already samples > 10^7 pairs), so the
+#: cost of a slider move stays O(budget x overlaps per hop), not O(replicas x hops).
+EVENT_BUDGET = 1_000_000
+#: The null model never uses fewer replicas than this.
+MIN_NULL_REPLICAS = 20
+
+
+def replicas_for(requested: int, n_hops: int, minimum: int = 1) -> int:
+    """Repetitions within :data:`EVENT_BUDGET` for ``n_hops`` events (never above ``requested``)."""
+    return int(min(requested, max(minimum, EVENT_BUDGET // max(n_hops, 1))))
+#: Width rules of the events (see :func:`event_sigmas`).
+WIDTH_RULES = ("duration", "padded")
+
+
+# --------------------------------------------------------------------------- lattice sums
+def _lattice_sum(mu: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """sum over all integers t of exp(-(t - mu)^2 / (2 s^2)), to ~1e-12 relative.
+
+    Poisson summation, sqrt(2 pi) s (1 + 2 sum_k exp(-2 pi^2 k^2 s^2) cos(2 pi k mu)):
+    the correction is below 1e-16 from s = 1.4 on, two terms suffice from s = 0.6,
+    and narrower Gaussians are summed directly.
+    """
+    mu = np.asarray(mu, float)
+    s = np.asarray(s, float)
+    out = np.sqrt(2 * np.pi) * s
+    mid = (s >= 0.6) & (s < 1.4)
+    if mid.any():
+        sm, mm = s[mid], mu[mid]
+        e1 = np.exp(-2.0 * np.pi**2 * sm**2)
+        out[mid] *= 1 + 2 * e1 * np.cos(2 * np.pi * mm) + 2 * e1**4 * np.cos(4 * np.pi * mm)
+    narrow = s < 0.6
+    if narrow.any():
+        sn, mn = s[narrow], mu[narrow]
+        t = np.floor(mn)[:, None] + np.arange(-5, 7)[None, :]
+        out[narrow] = np.exp(-0.5 * ((t - mn[:, None]) / sn[:, None]) ** 2).sum(axis=1)
+    return out
 
 
 @dataclass
-class Series:
-    """Smoothed event series as a sparse (events x frames) matrix and its moments."""
+class Events:
+    """Smoothed hop events: centres and widths (frames) and their moments over T frames."""
 
-    matrix: sparse.csr_matrix
-    mean: np.ndarray  # per event, mean over frames
-    std: np.ndarray  # per event, population standard deviation over frames
+    mids: np.ndarray
+    sigmas: np.ndarray
+    n_frames: int
+
+    def __post_init__(self):
+        self.mids = np.asarray(self.mids, float)
+        self.sigmas = np.asarray(self.sigmas, float)
+        s1 = _lattice_sum(self.mids, self.sigmas)
+        s2 = _lattice_sum(self.mids, self.sigmas / np.sqrt(2.0))
+        self.mean = s1 / self.n_frames
+        self.std = np.sqrt(np.maximum(s2 / self.n_frames - self.mean**2, 1e-300))
+
+    def __len__(self) -> int:
+        return len(self.mids)
+
+    def take(self, idx: np.ndarray) -> "Events":
+        """The events ``idx`` (moments carried over, not recomputed)."""
+        out = object.__new__(Events)
+        out.mids, out.sigmas, out.n_frames = self.mids[idx], self.sigmas[idx], self.n_frames
+        out.mean, out.std = self.mean[idx], self.std[idx]
+        return out
+
+    @property
+    def z(self) -> np.ndarray:
+        return self.mean / self.std
 
 
+def reach_frames(sigmas: np.ndarray, n_frames: int) -> np.ndarray:
+    """Half-width (frames) beyond which an event cannot overlap another.
+
+    C_hk > 0 needs exp(-d^2 / 2S^2) > sqrt(2 pi) S / T roughly (S^2 = s_h^2 + s_k^2),
+    so d < S sqrt(2 ln T) <= reach_h + reach_k with reach = s sqrt(2 ln T) + 1.
+    """
+    return np.asarray(sigmas, float) * np.sqrt(2.0 * np.log(max(n_frames, 3))) + 1.0
+
+
+def _sorted_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a < b) of intervals sorted by ``lo`` that intersect: b runs from a + 1 to
+    the last interval starting before ``hi[a]``."""
+    stop = np.searchsorted(lo, hi, side="left")
+    count = np.maximum(stop - np.arange(len(lo)) - 1, 0)
+    a = np.repeat(np.arange(len(lo)), count)
+    b = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + a + 1
+    return a, b
+
+
+def overlapping_pairs(mids: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i < j) whose intervals [mid - reach, mid + reach] intersect. O(pairs)."""
+    lo = mids - reach
+    order = np.argsort(lo, kind="stable")
+    a, b = _sorted_pairs(lo[order], (mids + reach)[order])
+    i, j = order[a], order[b]
+    return np.minimum(i, j), np.maximum(i, j)
+
+
+def pair_correlation(ev: Events, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Pearson C between events i and j (arrays of indices), exact on the frame lattice."""
+    a2, b2 = ev.sigmas[i] ** 2, ev.sigmas[j] ** 2
+    s2 = a2 + b2
+    mi, mj = ev.mids[i], ev.mids[j]
+    d = mi - mj
+    x = np.exp(-0.5 * d * d / s2) * _lattice_sum((mi * b2 + mj * a2) / s2, np.sqrt(a2 * b2 / s2))
+    return (x / ev.n_frames - ev.mean[i] * ev.mean[j]) / (ev.std[i] * ev.std[j])
+
+
+def pearson_matrix(mids: np.ndarray, sigmas: np.ndarray, n_frames: int) -> np.ndarray:
+    """Dense Pearson matrix of the events (display and tests; O(events^2) memory)."""
+    ev = Events(mids, sigmas, n_frames)
+    c = -np.outer(ev.z, ev.z)
+    i, j = overlapping_pairs(ev.mids, reach_frames(ev.sigmas, n_frames))
+    v = pair_correlation(ev, i, j)
+    c[i, j] = v
+    c[j, i] = v
+    np.fill_diagonal(c, 1.0)
+    return np.clip(c, -1.0, 1.0)
+
+
+# --------------------------------------------------------------------------- reference
 @dataclass
 class Reference:
     """Off-diagonal correlations of randomly placed events (the paper's reference).
 
-    ``mean`` is exact over all repetitions; quantiles come from a histogram of the
-    pooled values (bin 5e-5 wide).
+    ``mean`` is exact over all pairs of all repetitions. Quantiles are exact too:
+    pairs that do not overlap have C <= 0, so only the overlapping pairs' positive
+    values are kept (``positive``, sorted); ``n_pairs`` counts every pair.
     """
 
     mean: float
-    histogram: np.ndarray
+    positive: np.ndarray
+    n_pairs: int
     repetitions: int
+
+    def quantile(self, q: float) -> float:
+        """Exact q-quantile (inverse CDF) of all off-diagonal correlations; 0.0 when it
+        falls among the non-positive ones (never concerted anyway)."""
+        if self.n_pairs == 0:
+            return 0.0
+        rank = int(np.ceil(q * self.n_pairs)) - 1  # 0-based rank of the q-quantile
+        above = rank - (self.n_pairs - len(self.positive))
+        return float(self.positive[above]) if above >= 0 else 0.0
 
     def level(self, spec: str | float) -> float:
         """The reference level: ``"mean"`` or a quantile in (0, 1)."""
-        if spec == "mean":
-            return self.mean
-        cdf = np.cumsum(self.histogram) / max(1, self.histogram.sum())
-        i = int(np.searchsorted(cdf, float(spec)))
-        return float(_HIST_EDGES[min(i + 1, len(_HIST_EDGES) - 1)])
+        return self.mean if spec == "mean" else self.quantile(float(spec))
 
 
+def _stack_replicas(mids: np.ndarray, sigmas: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lay R rows of event centres end to end, far enough apart never to overlap."""
+    r, h = mids.shape
+    gap = n_frames + 4 * float(np.max(reach_frames(sigmas, n_frames), initial=1.0))
+    gap = np.ceil(gap)  # integer shift keeps each event's moments unchanged
+    return (mids + gap * np.arange(r)[:, None]).ravel(), np.tile(sigmas, r)
+
+
+def random_reference(
+    sigmas: np.ndarray, n_frames: int, repetitions: int = 100, seed: int = 0, width: str = "own"
+) -> Reference:
+    """Correlations of the same events placed uniformly at random (METHOD.md section 4).
+
+    Parameters
+    ----------
+    sigmas : ndarray
+        Gaussian widths (frames) of the real events.
+    width : {"own", "mean"}
+        Keep each event's own width, or give all the mean width (the paper).
+    """
+    h = len(sigmas)
+    if h < 2:
+        return Reference(0.0, np.zeros(0), 0, repetitions)
+    rng = np.random.default_rng(seed)
+    sig = np.full(h, float(np.mean(sigmas))) if width == "mean" else np.asarray(sigmas, float)
+    repetitions = replicas_for(repetitions, h)
+    total, positive = 0.0, []
+    per_batch = max(1, _BATCH_EVENTS // h)
+    for r0 in range(0, repetitions, per_batch):
+        r = min(per_batch, repetitions - r0)
+        mids = rng.uniform(0, n_frames - 1, size=(r, h))
+        ev = Events(*_stack_replicas(mids, sig, n_frames), n_frames)
+        i, j = overlapping_pairs(ev.mids, reach_frames(ev.sigmas, n_frames))
+        c = pair_correlation(ev, i, j)
+        z = ev.z.reshape(r, h)
+        # Sum over all pairs of C = overlap part - sum_{h<k} z_h z_k (non-overlapping pairs: -z z).
+        zz = 0.5 * (z.sum(axis=1) ** 2 - (z * z).sum(axis=1))
+        x = c + ev.z[i] * ev.z[j]
+        total += float(x.sum() - zz.sum())
+        positive.append(c[c > 0])
+    n_pairs = repetitions * h * (h - 1) // 2
+    return Reference(total / n_pairs, np.sort(np.concatenate(positive)), n_pairs, repetitions)
+
+
+# --------------------------------------------------------------------------- groups
 @dataclass
 class Correlations:
-    """Correlation matrix of the hop events, its binarisation and the concerted groups.
+    """Concerted pairs of hop events and their connected components.
 
     Attributes
     ----------
     matrix : ndarray (H, H) or None
-        Pearson correlations between events (None past ``DENSE_LIMIT`` events).
+        Pearson correlations between events, for display (None past ``DENSE_LIMIT``).
     level : float
-        Reference level; C_hk > level means concerted.
+        Reference level; a pair is concerted when it overlaps (C > 0) and C > level.
     edges : ndarray (E, 2)
         Concerted pairs h < k.
     group_of : ndarray (H,)
@@ -104,82 +275,42 @@ class Correlations:
         return b
 
 
-def event_sigmas(hops: Hops, width_factor: float = 1.0) -> np.ndarray:
-    """Gaussian standard deviation (frames) of each event: FWHM = duration x factor."""
-    fwhm = np.maximum(hops.duration_frames.astype(float), 1.0) * width_factor
-    return fwhm * FWHM_TO_SIGMA
+def event_sigmas(hops: Hops, width_factor: float = 1.0, rule: str = "padded") -> np.ndarray:
+    """Gaussian standard deviation (frames) of each event.
 
-
-def smooth(mids: np.ndarray, sigmas: np.ndarray, n_frames: int) -> Series:
-    """Gaussian event series, sparse, with exact per-event mean and std over frames."""
-    half = np.ceil(TRUNCATE * sigmas).astype(int) + 1
-    lo = np.clip(np.floor(mids).astype(int) - half, 0, n_frames - 1)
-    hi = np.clip(np.ceil(mids).astype(int) + half, 0, n_frames - 1)
-    lengths = hi - lo + 1
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    row = np.repeat(np.arange(len(mids)), lengths)
-    cols = np.arange(indptr[-1]) - np.repeat(indptr[:-1], lengths) + np.repeat(lo, lengths)
-    vals = np.exp(-0.5 * ((cols - mids[row]) / sigmas[row]) ** 2)
-    m = sparse.csr_matrix((vals, cols, indptr), shape=(len(mids), n_frames))
-    s1 = np.bincount(row, weights=vals, minlength=len(mids))
-    s2 = np.bincount(row, weights=vals * vals, minlength=len(mids))
-    mean = s1 / n_frames
-    var = np.maximum(s2 / n_frames - mean**2, 1e-300)
-    return Series(m, mean, np.sqrt(var))
-
-
-def _pair_products(series: Series) -> sparse.csr_matrix:
-    """Sum over frames of g_h g_k for the overlapping pairs (sparse, H x H)."""
-    return (series.matrix @ series.matrix.T).tocsr()
-
-
-def pearson(series: Series, n_frames: int) -> np.ndarray:
-    """Dense Pearson correlation matrix between the event series."""
-    x = _pair_products(series).toarray() / n_frames
-    z = series.mean / series.std
-    c = x / np.outer(series.std, series.std) - np.outer(z, z)
-    np.fill_diagonal(c, 1.0)
-    return np.clip(c, -1.0, 1.0)
-
-
-def random_reference(
-    sigmas: np.ndarray, n_frames: int, repetitions: int = 100, seed: int = 0, width: str = "own"
-) -> Reference:
-    """Correlations of the same events placed uniformly at random (METHOD.md section 4).
-
-    Parameters
-    ----------
-    sigmas : ndarray
-        Gaussian widths (frames) of the real events.
-    width : {"own", "mean"}
-        Keep each event's own width, or give all the mean width (the paper).
+    ``rule="padded"`` (default): FWHM = (duration + 2) x ``width_factor``, from the last
+    frame at A to the first at B, the whole motion: the transit found outside the
+    vibration radius is shorter than the motion, and consecutive hops of a chain then
+    fail to overlap (benchmarks/chains.py). ``rule="duration"`` (the paper): FWHM = the
+    transit's duration x ``width_factor``.
     """
-    h = len(sigmas)
-    hist = np.zeros(len(_HIST_EDGES) - 1, dtype=np.int64)
-    if h < 2:
-        return Reference(0.0, hist, repetitions)
-    rng = np.random.default_rng(seed)
-    sig = np.full(h, sigmas.mean()) if width == "mean" else sigmas
-    total, count = 0.0, 0
-    # The dense matrix only serves the quantile histogram: a subset of events suffices.
-    sub = min(h, 1500)
-    for _ in range(repetitions):
-        mids = rng.uniform(0, n_frames - 1, size=h)
-        s = smooth(mids, sig, n_frames)
-        x = _pair_products(s)
-        z = s.mean / s.std
-        inv = 1.0 / s.std
-        # Exact sum of all off-diagonal correlations from the sparse overlaps.
-        coo = x.tocoo()
-        sum_all = np.sum(coo.data * inv[coo.row] * inv[coo.col]) / n_frames - z.sum() ** 2
-        total += sum_all - h  # the diagonal holds ones
-        count += h * (h - 1)
-        pick = rng.choice(h, sub, replace=False) if sub < h else np.arange(h)
-        c = x[pick][:, pick].toarray() / n_frames * np.outer(inv[pick], inv[pick]) - np.outer(z[pick], z[pick])
-        off = c[~np.eye(sub, dtype=bool)]
-        bins = ((np.clip(off, -1, 1) + 1.0) * (0.5 * (len(_HIST_EDGES) - 1))).astype(np.int64)
-        hist += np.bincount(np.minimum(bins, len(hist) - 1), minlength=len(hist))
-    return Reference(total / count, hist, repetitions)
+    frames = np.maximum(hops.duration_frames.astype(float), 1.0)
+    if rule == "padded":
+        frames = frames + 2.0
+    elif rule != "duration":
+        raise ValueError(f"width rule must be one of {WIDTH_RULES}")
+    return frames * width_factor * FWHM_TO_SIGMA
+
+
+def concerted_pairs(
+    ev: Events, level: float, hops: Hops | None = None, cell=None, pair_distance_A: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j) that overlap and exceed ``level``, with their C; optionally also
+    within ``pair_distance_A`` in space (``hops`` gives the events' centres modulo len(hops))."""
+    reach = reach_frames(ev.sigmas, ev.n_frames)
+    # Work on the events sorted in time: a pair's two events sit close in memory.
+    order = np.argsort(ev.mids - reach, kind="stable")
+    ev_s = ev.take(order)
+    a, b = _sorted_pairs(ev_s.mids - reach[order], ev_s.mids + reach[order])
+    c = pair_correlation(ev_s, a, b)
+    keep = c > max(float(level), 0.0)
+    i, j, c = order[a[keep]], order[b[keep]], c[keep]
+    i, j = np.minimum(i, j), np.maximum(i, j)
+    if pair_distance_A is not None and len(i):
+        h = len(hops)
+        near = close_pairs(hops, np.stack([i % h, j % h], axis=1), cell, pair_distance_A)
+        i, j, c = i[near], j[near], c[near]
+    return i, j, c
 
 
 def correlate(
@@ -189,35 +320,26 @@ def correlate(
     width_factor: float = 1.0,
     cell: np.ndarray | None = None,
     pair_distance_A: float | None = None,
+    width_rule: str = "padded",
+    dense: bool | None = None,
 ) -> Correlations:
-    """Correlation matrix, concerted pairs (C > level) and their connected components.
+    """Concerted pairs (overlapping, C > level) and their connected components.
 
     With ``pair_distance_A`` (and the ``cell``), a correlated pair must also come within
-    that distance in space (see :func:`close_pairs`).
+    that distance in space (see :func:`close_pairs`). ``dense`` forms the full matrix for
+    display (default: up to ``DENSE_LIMIT`` events); the groups never depend on it.
     """
     h = len(hops)
     if h == 0:
         z = np.zeros(0, int)
         return Correlations(np.zeros((0, 0)), level, np.zeros((0, 2), int), z, z)
-    sig = event_sigmas(hops, width_factor)
-    s = smooth(hops.mid_frame.astype(float), sig, n_frames)
-    if h <= DENSE_LIMIT:
-        c = pearson(s, n_frames)
-        iu = np.triu_indices(h, 1)
-        mask = c[iu] > level
-        edges = np.stack([iu[0][mask], iu[1][mask]], axis=1)
-    else:
-        # Non-overlapping pairs have C = -z_h z_k < 0; with level >= 0 only overlaps count.
-        c = None
-        x = sparse.triu(_pair_products(s), 1).tocoo()
-        z = s.mean / s.std
-        vals = x.data / n_frames / (s.std[x.row] * s.std[x.col]) - z[x.row] * z[x.col]
-        mask = vals > level
-        edges = np.stack([x.row[mask], x.col[mask]], axis=1)
-    if pair_distance_A is not None and len(edges):
-        edges = edges[close_pairs(hops, edges, cell, pair_distance_A)]
+    sig = event_sigmas(hops, width_factor, width_rule)
+    ev = Events(hops.mid_frame.astype(float), sig, n_frames)
+    i, j, _ = concerted_pairs(ev, level, hops, cell, pair_distance_A)
+    edges = np.stack([i, j], axis=1)
+    matrix = pearson_matrix(ev.mids, sig, n_frames) if (dense if dense is not None else h <= DENSE_LIMIT) else None
     group_of, order = _components(edges, hops)
-    return Correlations(c, level, edges, group_of, order)
+    return Correlations(matrix, level, edges, group_of, order)
 
 
 def close_pairs(hops: Hops, pairs: np.ndarray, cell: np.ndarray, distance_A: float) -> np.ndarray:
@@ -229,11 +351,17 @@ def close_pairs(hops: Hops, pairs: np.ndarray, cell: np.ndarray, distance_A: flo
     return d.reshape(len(pairs), -1).min(axis=1) < distance_A
 
 
+def _labels(edges_i: np.ndarray, edges_j: np.ndarray, n: int) -> np.ndarray:
+    order = np.argsort(edges_i, kind="stable")
+    indptr = np.searchsorted(edges_i[order], np.arange(n + 1))
+    g = sparse.csr_matrix((np.ones(len(order), np.int8), edges_j[order], indptr), shape=(n, n))
+    return connected_components(g, directed=False)[1]
+
+
 def _components(edges: np.ndarray, hops: Hops) -> tuple[np.ndarray, np.ndarray]:
     """Connected components, renumbered by the start of their first hop."""
     h = len(hops)
-    g = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(h, h)) if len(edges) else sparse.coo_matrix((h, h))
-    _, labels = connected_components(g, directed=False)
+    labels = _labels(edges[:, 0], edges[:, 1], h)
     first = np.full(labels.max() + 1, np.iinfo(np.int64).max)
     np.minimum.at(first, labels, hops.start * (h + 1) + np.arange(h))
     rank = np.argsort(np.argsort(first))
@@ -242,6 +370,181 @@ def _components(edges: np.ndarray, hops: Hops) -> tuple[np.ndarray, np.ndarray]:
     return group_of, order
 
 
+# --------------------------------------------------------------------------- null model
+VERDICTS = ("beyond_chance", "chance", "percolated")
+#: p-value below which the verdict is "beyond_chance". The test is calibrated (p is uniform
+#: for independent walkers, tests/unit/test_correlations.py), so this is the share of
+#: independent systems wrongly called concerted.
+ALPHA = 0.01
+
+
+@dataclass
+class Concertedness:
+    """Observed concertedness against the null model (METHOD.md section 4b).
+
+    Attributes
+    ----------
+    observed_fraction : float
+        Share of hops in groups of n >= 2.
+    null_mean, null_ci95 : float, (float, float)
+        Mean and 2.5-97.5 % band of that share over the null replicas.
+    excess : float
+        observed_fraction - null_mean.
+    p_value : float
+        (1 + replicas with share >= observed) / (1 + replicas); with fewer than 100
+        replicas (very many hops, see :func:`replicas_for`) the one-sided normal p-value
+        of the observed share against the replicas' mean and standard deviation.
+    p_method : {"rank", "normal"}
+    replicas : int
+    verdict : {"beyond_chance", "chance", "percolated"}
+    message : str
+        One sentence for a reader, with what to do when the verdict is "percolated".
+    null_p, null_p_ci95 : ndarray (n_max,), (2, n_max)
+        Mean null pdf of n over n = 1..n_max (normalised over all groups) and its band.
+    null_overflow : float
+        Mean null share of groups with n > n_max.
+    n_hops : int
+    null_in_groups : ndarray (R,)
+        Hops in groups of n >= 2 in each replica.
+    null_counts : ndarray (R, n_max + 1)
+        Groups of each size 1..n_max and the overflow, per replica (pooling sums these).
+    """
+
+    observed_fraction: float
+    null_mean: float
+    null_ci95: tuple[float, float]
+    excess: float
+    p_value: float
+    p_method: str
+    replicas: int
+    verdict: str
+    message: str
+    null_p: np.ndarray
+    null_p_ci95: np.ndarray
+    null_overflow: float
+    n_hops: int
+    null_in_groups: np.ndarray
+    null_counts: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {
+            "observed_fraction": self.observed_fraction, "null_mean": self.null_mean,
+            "null_ci95": list(self.null_ci95), "excess": self.excess, "p_value": self.p_value,
+            "p_method": self.p_method, "replicas": self.replicas, "verdict": self.verdict, "message": self.message,
+            "n_hops": self.n_hops, "null_in_groups": self.null_in_groups, "null_counts": self.null_counts,
+        }
+
+
+def null_replicas(
+    hops: Hops,
+    sigmas: np.ndarray,
+    n_frames: int,
+    level: float,
+    replicas: int = 200,
+    seed: int = 0,
+    cell: np.ndarray | None = None,
+    pair_distance_A: float | None = None,
+) -> np.ndarray:
+    """Group sizes of every null replica, as an (R, H + 1) table: entry [r, n] = groups
+    of size n in replica r (column 0 unused).
+
+    Each replica shifts every ion's whole hop train circularly in time by its own
+    uniform random whole number of frames, which keeps each ion's hop sequence and
+    destroys only the timing between ions; then the same level and rules apply.
+    All replicas of a batch are one vectorised computation (laid end to end in time).
+    Past ~5,000 hops fewer replicas are drawn (:func:`replicas_for`, at least
+    :data:`MIN_NULL_REPLICAS`); :func:`judge` then takes a normal p-value.
+    """
+    h = len(hops)
+    replicas = replicas_for(replicas, h, MIN_NULL_REPLICAS)
+    rng = np.random.default_rng(seed)
+    n_ions = int(hops.ion.max()) + 1 if h else 0
+    rows = []
+    per_batch = max(1, _BATCH_EVENTS // max(h, 1))
+    for r0 in range(0, replicas, per_batch):
+        r = min(per_batch, replicas - r0)
+        if h == 0:
+            rows.append(np.zeros((r, 1), int))
+            continue
+        shift = rng.integers(0, n_frames, size=(r, n_ions))
+        mids = np.mod(hops.mid_frame[None, :] + shift[:, hops.ion], n_frames)
+        ev = Events(*_stack_replicas(mids, sigmas, n_frames), n_frames)
+        i, j, _ = concerted_pairs(ev, level, hops, cell, pair_distance_A)
+        labels = _labels(i, j, r * h)
+        sizes = np.bincount(labels)
+        replica_of_label = np.zeros(len(sizes), int)
+        replica_of_label[labels] = np.arange(r * h) // h
+        table = np.zeros((r, h + 1), int)
+        np.add.at(table, (replica_of_label, sizes), 1)
+        rows.append(table)
+    return np.concatenate(rows)
+
+
+def concertedness(observed_sizes: np.ndarray, null_table: np.ndarray, n_max: int = 20) -> Concertedness:
+    """Compare the observed group sizes with the null replicas' (:func:`null_replicas`)."""
+    sizes = np.asarray(observed_sizes, int)
+    n = np.arange(null_table.shape[1])
+    in_groups = (null_table * n)[:, 2:].sum(axis=1)
+    counts = np.zeros((len(null_table), n_max + 1), int)
+    k = min(n_max, null_table.shape[1] - 1)
+    counts[:, :k] = null_table[:, 1 : k + 1]
+    counts[:, n_max] = null_table[:, n_max + 1 :].sum(axis=1)
+    return judge(int(sizes[sizes >= 2].sum()), int(sizes.sum()), in_groups, counts,
+                 percolates(sizes), int(sizes.max(initial=0)))
+
+
+def judge(
+    observed_in_groups: int, n_hops: int, null_in_groups: np.ndarray, null_counts: np.ndarray,
+    percolated: bool, biggest: int, alpha: float = ALPHA,
+) -> Concertedness:
+    """The verdict from hop counts in groups of n >= 2, observed and per null replica
+    (also for counts pooled over simulations: sum them replica by replica)."""
+    null_in_groups = np.asarray(null_in_groups)
+    null_counts = np.asarray(null_counts)
+    r = len(null_in_groups)
+    h = max(n_hops, 1)
+    obs = observed_in_groups / h
+    share = null_in_groups / h
+    null_mean = float(share.mean()) if r else float("nan")
+    lo, hi = (float(v) for v in np.quantile(share, [0.025, 0.975])) if r else (np.nan, np.nan)
+    p_method = "rank" if r >= 100 else "normal"
+    if p_method == "rank":
+        p = float((1 + np.sum(null_in_groups >= observed_in_groups)) / (1 + r))
+    else:
+        sd = float(share.std(ddof=1)) if r > 1 else 0.0
+        p = float(norm.sf((obs - null_mean) / sd)) if sd > 0 else float(obs <= null_mean)
+    if percolated:
+        verdict = "percolated"
+        message = (
+            f"one group holds {biggest} of {n_hops} hops: transits overlap so densely that timing alone "
+            "links almost everything and n cannot be judged. Apply the spatial criterion (pair distance, e.g. 4 Å) "
+            "and a stricter reference level (quantile 0.99), or use finer frames."
+        )
+    elif p < alpha:
+        verdict = "beyond_chance"
+        message = (
+            f"{100 * obs:.0f} % of hops are in concerted groups against {100 * null_mean:.0f} % "
+            f"(95 % band {100 * lo:.0f}-{100 * hi:.0f} %) when the ions' hop trains are shifted at random: "
+            f"concerted beyond chance (p = {p:.2g}, {r} replicas)."
+        )
+    else:
+        verdict = "chance"
+        message = (
+            f"{100 * obs:.0f} % of hops are in concerted groups, within what independent ions give by chance "
+            f"({100 * null_mean:.0f} %, 95 % band {100 * lo:.0f}-{100 * hi:.0f} %; p = {p:.2g}, {r} replicas): "
+            "not distinguishable from chance."
+        )
+    groups = np.maximum(null_counts.sum(axis=1, keepdims=True), 1)
+    pdfs = null_counts / groups  # (R, n_max + 1), last column the overflow
+    q = np.quantile(pdfs[:, :-1], [0.025, 0.975], axis=0) if r else np.full((2, null_counts.shape[1] - 1), np.nan)
+    return Concertedness(
+        obs, null_mean, (lo, hi), obs - null_mean, p, p_method, r, verdict, message,
+        pdfs[:, :-1].mean(axis=0) if r else np.full(null_counts.shape[1] - 1, np.nan), q,
+        float(pdfs[:, -1].mean()) if r else float("nan"), int(n_hops), null_in_groups, null_counts,
+    )
+
+
+# --------------------------------------------------------------------------- mechanisms
 @dataclass
 class Mechanisms:
     """Classification of the concerted pairs (groups of exactly two hops; Fig. 4c,d)."""

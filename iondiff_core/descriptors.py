@@ -405,9 +405,8 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
     n_ions = len(prep.atoms)
     dt_ps = traj.timestep_ps if traj.timestep_fs else np.nan
     total_ps = (traj.n_frames - 1) * dt_ps
-    closed = ~hops.open_ended
-    lengths = hops.length_A[closed]
-    durations = hops.duration_frames[closed] * dt_ps
+    lengths = hops.length_A
+    durations = hops.duration_frames * dt_ps
     stays = residence_times_frames(hops, metastable) * dt_ps
 
     def stats(x, name, unit):
@@ -422,7 +421,7 @@ def simulation_descriptors(prep, centres, hop_analysis, transport_result, params
         "temperature_K": traj.temperature_K,
         "simulated_time_ps": total_ps,
         "n_hops": int(len(hops)),
-        "n_hops_open_ended": int(np.sum(hops.open_ended)),
+        "n_unfinished_excursions": int(len(hop_analysis.excursions)),
         "n_hops_unresolved": int(np.sum(~hops.resolved)),
         "n_failed_attempts": int(len(hop_analysis.failed)),
         "ions_with_hops": int(len(np.unique(hops.ion))),

@@ -4,7 +4,8 @@ A frame *vibrates at centre c* when the ion is within the vibration radius of c;
 otherwise it is in transit. A hop is a transit between vibrating at A and vibrating at
 B != A: it starts at the first transit frame after A and ends at the last before B. A
 transit that returns to A is a failed attempt. A transit still under way at the last
-frame is an open-ended hop (B unknown). A hop with no transit frame at all (the ion is
+frame is an *unfinished excursion*: B is unknown, so it is listed apart and never
+counted as a hop (not in ν, groups or the consistency check). A hop with no transit frame at all (the ion is
 at A in one frame and at B in the next: sampling too coarse to time it) is placed on
 its arrival frame, lasts one frame, and is flagged ``resolved=False``.
 """
@@ -29,13 +30,14 @@ class Hops:
     start, end : int arrays
         First and last transit frame, 0-based, inclusive.
     centre_from, centre_to : int arrays
-        Indices into the ion's centres; ``centre_to`` is -1 for an open-ended hop.
+        Indices into the ion's centres; ``centre_to`` is -1 for an unfinished excursion.
     origin_A, target_A : float arrays (H, 3)
-        Unwrapped Cartesian positions (Å) of centres A and B; for an open-ended hop
-        the target is the ion's position at the last frame.
+        Unwrapped Cartesian positions (Å) of centres A and B; for an unfinished
+        excursion the target is the ion's position at the last frame.
     length_A : float array
         |target - origin| in Å.
     open_ended, resolved : bool arrays
+        ``open_ended`` is True only for unfinished excursions (never in ``HopAnalysis.hops``).
     """
 
     ion: np.ndarray
@@ -79,10 +81,11 @@ class FailedAttempts:
 
 @dataclass
 class HopAnalysis:
-    """Hops, failed attempts and the per-frame state of every ion."""
+    """Hops, failed attempts, unfinished excursions and the per-frame state of every ion."""
 
     hops: Hops
     failed: FailedAttempts
+    excursions: Hops  # still in transit at the last frame: not hops
     state: np.ndarray  # (T, N) int16: centre index while vibrating, -1 in transit
     radius_A: list[np.ndarray]  # per ion, the vibration radius of each centre (Å)
 
@@ -133,6 +136,7 @@ def find_hops(positions_A: np.ndarray, centres: Centres, r_vib_A: float = 0.5, r
     n_frames, n_ions, _ = positions_A.shape
     state = np.full((n_frames, n_ions), -1, dtype=np.int16)
     cols = {f.name: [] for f in fields(Hops)}
+    ecols = {f.name: [] for f in fields(Hops)}
     fcols = {f.name: [] for f in fields(FailedAttempts)}
     radii = []
     for i in range(n_ions):
@@ -169,12 +173,15 @@ def find_hops(positions_A: np.ndarray, centres: Centres, r_vib_A: float = 0.5, r
         # Still in transit at the last frame.
         if vf[-1] < n_frames - 1:
             a = cs[-1:]
-            _append(cols, i, vf[-1:] + 1, np.array([n_frames - 1]), a, np.array([-1]), mu[a], x[-1:], np.ones(1, bool), np.ones(1, bool))
+            _append(ecols, i, vf[-1:] + 1, np.array([n_frames - 1]), a, np.array([-1]), mu[a], x[-1:], np.ones(1, bool), np.ones(1, bool))
+    failed = FailedAttempts(**{name: _cat(v, name) for name, v in fcols.items()})
+    return HopAnalysis(_assemble(cols), failed, _assemble(ecols), state, radii)
+
+
+def _assemble(cols) -> Hops:
     hops = Hops(**{name: _cat(v, name) for name, v in cols.items()})
     hops.length_A = np.linalg.norm(hops.target_A - hops.origin_A, axis=1) if len(hops) else np.zeros(0)
-    order = np.lexsort((hops.ion, hops.start))
-    failed = FailedAttempts(**{name: _cat(v, name) for name, v in fcols.items()})
-    return HopAnalysis(hops.take(order), failed, state, radii)
+    return hops.take(np.lexsort((hops.ion, hops.start)))
 
 
 def _append(cols, ion, start, end, a, b, origin, target, open_ended, resolved):

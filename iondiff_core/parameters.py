@@ -66,11 +66,20 @@ class Parameters:
         of them (slider).
     n_random : int
         Repetitions of the random reference.
+    n_null : int
+        Replicas of the null model (METHOD.md section 4b): each ion's hop train shifted
+        circularly in time by its own random offset.
     random_width : {"own", "mean"}
         Width of each random reference event: the hop's own FWHM, or the mean hop
         duration for all (the paper).
     width_factor : float
         Multiplies every event's Gaussian FWHM (1 = the hop's duration) (slider).
+    width_rule : {"padded", "duration"}
+        FWHM of each event: "padded" (default), the transit's duration + 2 frames, from
+        the last frame at A to the first at B, i.e. the whole motion (the transit found
+        outside the vibration radius is shorter, and consecutive hops of a chain then
+        fail to overlap); "duration", the transit's duration (the paper). See
+        docs/METHOD.md and benchmarks/chains.py.
     pair_distance_A : float or None
         If set, a correlated pair is concerted only when the two hops come within this
         distance (Å, minimum image, between their start and end centres). None = the
@@ -109,8 +118,10 @@ class Parameters:
     cloud_quantile: float = 0.95
     reference_level: str | float = "mean"
     n_random: int = 100
+    n_null: int = 200
     random_width: str = "own"
     width_factor: float = 1.0
+    width_rule: str = "padded"
     pair_distance_A: float | None = None
     n_max: int = 20
     mechanism_distance_A: float = 1.0
@@ -140,6 +151,8 @@ class Parameters:
                 "reference_level must be 'mean' or a quantile in (0, 1)",
             ),
             (self.n_random >= 1, "n_random must be at least 1"),
+            (self.n_null >= 1, "n_null must be at least 1"),
+            (self.width_rule in ("duration", "padded"), "width_rule must be 'duration' or 'padded'"),
             (self.random_width in ("own", "mean"), "random_width must be 'own' or 'mean'"),
             (self.width_factor > 0, "width_factor must be > 0"),
             (self.n_max >= 2, "n_max must be at least 2"),

@@ -101,9 +101,14 @@ class Prepared:
 
     trajectory: Trajectory
     species: str
-    atoms: np.ndarray  # file indices of the mobile ions
+    atoms: np.ndarray  # indices of the mobile ions among the atoms held (= file indices unless read mobile-only)
     positions_A: np.ndarray  # (T, N_mobile, 3), unwrapped, Å
     digest: str  # content hash of the trajectory
+
+    @property
+    def file_atoms(self) -> np.ndarray:
+        """File indices (0-based) of the mobile ions, also for a mobile-only read."""
+        return self.trajectory.file_indices(self.atoms)
 
 
 def prepare(traj: Trajectory, params: Parameters, digest: str | None = None) -> Prepared:
@@ -176,6 +181,7 @@ class Result:
     correlations: correlations.Correlations
     mechanisms: correlations.Mechanisms
     distribution: distribution.NDistribution
+    concertedness: correlations.Concertedness
     consistency: consistency.Consistency
     transport: TransportResult | None
     descriptors: dict
@@ -185,6 +191,11 @@ class Result:
     @property
     def hops(self) -> hops_mod.Hops:
         return self.hop_analysis.hops
+
+    @property
+    def excursions(self) -> hops_mod.Hops:
+        """Unfinished excursions (in transit at the last frame): listed apart, never hops."""
+        return self.hop_analysis.excursions
 
     def to_dict(self) -> dict:
         """The JSON document of ``python -m iondiff_core analyze`` (see README)."""
@@ -237,12 +248,16 @@ def cheap_stages(
     cen, ha = hop_result or hop_stage(prep, clustering, params)
     hops = ha.hops
     t = traj.n_frames
-    sig = correlations.event_sigmas(hops, params.width_factor)
+    sig = correlations.event_sigmas(hops, params.width_factor, params.width_rule)
     ref = _REFERENCES.get(sig, t, params)
     level = ref.level(params.reference_level)
-    corr = correlations.correlate(hops, t, level, params.width_factor, traj.cells[0], params.pair_distance_A)
-    mech = correlations.classify_pairs(hops, corr, traj.cells[0], params.mechanism_distance_A)
-    dist = distribution.n_distribution(corr.sizes, params.n_max)
+    cell = traj.cells[0]
+    corr = correlations.correlate(hops, t, level, params.width_factor, cell, params.pair_distance_A, params.width_rule)
+    mech = correlations.classify_pairs(hops, corr, cell, params.mechanism_distance_A)
+    dist = distribution.n_distribution(corr.sizes, params.n_max, params.seed)
+    _report(progress, "hops", 0.5, "null model")
+    null = correlations.null_replicas(hops, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A)
+    conc = correlations.concertedness(corr.sizes, null, params.n_max)
     cons = consistency.check(prep.positions_A, hops)
     meta = descriptors.metastable_centres(prep, cen, params.metastable_distance_A, params.reference_structure)
     desc = descriptors.simulation_descriptors(prep, cen, ha, transport_result, params, meta)
@@ -253,18 +268,18 @@ def cheap_stages(
             f"{unresolved} of {len(hops)} hops took less than one frame ({traj.timestep_fs or '?'} fs): "
             "the sampling is too coarse to time them; their duration is set to one frame"
         )
-    sizes = corr.sizes
-    if len(hops) >= 20 and sizes.max(initial=0) > 0.5 * len(hops):
-        per_frame = hops.duration_frames.sum() / t
+    if len(ha.excursions):
         warns.append(
-            f"one concerted group holds {sizes.max()} of {len(hops)} hops: transits overlap so densely "
-            f"({per_frame:.1f} ions in transit per frame on average) that time correlation alone links "
-            "almost everything; n is not meaningful at this sampling (use finer frames or a higher reference level)"
+            f"{len(ha.excursions)} unfinished excursion(s): ions still in transit at the last frame are listed "
+            "apart and not counted as hops"
         )
-    if len(hops) > correlations.DENSE_LIMIT:
-        warns.append(f"{len(hops)} hops: the full correlation matrix is not formed; only overlapping pairs are tested")
+    if conc.verdict == "percolated":
+        per_frame = hops.duration_frames.sum() / t
+        warns.append(f"{conc.message} ({per_frame:.1f} ions in transit per frame on average)")
+    if dist.fit_note:
+        warns.append(f"pdf of n: {dist.fit_note}")
     _report(progress, "hops", 1.0, "done")
-    return Result(params, prep, cen, ha, level, corr, mech, dist, cons, transport_result, desc, meta, warns)
+    return Result(params, prep, cen, ha, level, corr, mech, dist, conc, cons, transport_result, desc, meta, warns)
 
 
 def analyze(
@@ -275,9 +290,19 @@ def analyze(
     timestep_fs: float | None = None,
     temperature_K: float | None = None,
     n_jobs: int = 1,
+    *,
+    type_map=None,
+    mobile_only: bool = False,
 ) -> Result:
-    """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file)."""
-    return Session.open(source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs).result(params, progress)
+    """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file).
+
+    ``type_map`` names numeric atom types (``'1=Li,2=P'``); ``mobile_only`` reads only
+    the mobile species, in float32 (see :meth:`Session.open`).
+    """
+    session = Session.open(
+        source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs, type_map=type_map, mobile_only=mobile_only
+    )
+    return session.result(params, progress)
 
 
 class Session:
@@ -297,8 +322,16 @@ class Session:
         self._hops: dict[tuple, tuple] = {}
 
     @classmethod
-    def open(cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1) -> "Session":
-        """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport."""
+    def open(
+        cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1,
+        *, type_map=None, mobile_only=False,
+    ) -> "Session":
+        """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport.
+
+        ``type_map``: species of numeric atom types (LAMMPS, H5MD), ``'1=Li,2=P,...'``.
+        ``mobile_only``: read only the mobile species (``params.species``, else the
+        default one), as float32 -- the framework is never held; its drift is kept.
+        """
         params = params or Parameters()
         if isinstance(source, Trajectory):
             traj = source
@@ -310,7 +343,8 @@ class Session:
             from iondiff_core.io import read_trajectory
 
             _report(progress, "read", 0.0, f"reading {Path(source).name}")
-            traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K)
+            opts = {"keep": "mobile", "mobile": params.species, "dtype": np.float32} if mobile_only else {}
+            traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, type_map=type_map, **opts)
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         prep = prepare(traj, params)
         cache = StageCache(cache_dir) if cache_dir else None

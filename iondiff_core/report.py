@@ -30,12 +30,13 @@ def _clean(x):
     return x
 
 
-def hop_records(result) -> list[dict]:
-    """One dict per hop (see README: the ``hops`` list)."""
-    h = result.hops
-    atoms = result.prep.atoms
+def hop_records(result, excursions: bool = False) -> list[dict]:
+    """One dict per hop (see README: the ``hops`` list); with ``excursions``, one per
+    unfinished excursion (same fields, ``group`` -1)."""
+    h = result.excursions if excursions else result.hops
+    atoms = result.prep.file_atoms  # file order, also for a mobile-only read
     dt_ps = result.prep.trajectory.timestep_ps if result.prep.trajectory.timestep_fs else np.nan
-    group = result.correlations.group_of
+    group = np.full(len(h), -1) if excursions else result.correlations.group_of
     return [
         {
             "ion": int(h.ion[k]),
@@ -60,6 +61,16 @@ def result_to_dict(result) -> dict:
     traj = result.prep.trajectory
     h = result.hops
     dist = result.distribution
+    conc = result.concertedness
+    pdf = dist.to_dict()
+    fit = dist.fit
+    half = (lambda ci: (ci[1] - ci[0]) / (2 * 1.96)) if fit else None
+    pdf.update({
+        # flat copies of the fit, kept for older readers; *_err = 95 % half-width / 1.96
+        "A": fit.A if fit else None, "b": fit.b if fit else None,
+        "A_err": half(fit.A_ci95) if fit else None, "b_err": half(fit.b_ci95) if fit else None,
+        "null_p": conc.null_p, "null_p_ci95": conc.null_p_ci95, "null_overflow": conc.null_overflow,
+    })
     groups = [
         {"hops": g.tolist(), "ions": sorted(set(h.ion[g].tolist())), "n": int(len(g))} for g in result.correlations.groups
     ]
@@ -82,20 +93,9 @@ def result_to_dict(result) -> dict:
         "groups": groups,
         "reference_level": result.reference_level,
         "mechanisms_n2": result.mechanisms.counts(),
-        "pdf": {
-            "n": dist.n,
-            "p": dist.p,
-            "counts": dist.counts,
-            "overflow": dist.overflow,
-            "A": dist.fit.A,
-            "A_err": dist.fit.A_err,
-            "b": dist.fit.b,
-            "b_err": dist.fit.b_err,
-            "fit_note": dist.fit.reason,
-            "mean_n": dist.mean_n,
-            "std_n": dist.std_n,
-            "mean_n_all": dist.mean_n_all,
-        },
+        "excursions": hop_records(result, excursions=True),
+        "concertedness": conc.to_dict(),
+        "pdf": pdf,
         "centres": {
             "k": result.centres.k,
             "best_silhouette": result.centres.best_silhouette,

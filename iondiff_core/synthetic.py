@@ -277,3 +277,55 @@ def match_hops(ion, start, end, reference, tol: int = 3) -> list[tuple[int, int]
             used[best] = True
             pairs.append((r, int(best)))
     return pairs
+
+
+def make_independent_walkers(
+    n_frames: int = 20000,
+    n_mobile: int = 64,
+    hops_per_ion: int = 20,
+    spacing_A: float = 2.5,
+    grid: int = 6,
+    vib_A: float = 0.1,
+    timestep_fs: float = 10.0,
+    transit_frames: tuple[int, int] = (6, 14),
+    n_framework: int = 8,
+    seed: int = 0,
+) -> Synthetic:
+    """Ions that random-walk over many sites of a cubic lattice with no coupling at all.
+
+    Each ion makes ``hops_per_ion`` nearest-neighbour hops at times drawn independently
+    of every other ion (one hop per randomly chosen slot of its own slot grid, which
+    starts at the ion's own random phase, so the hop times are stationary), so any
+    overlap in time between ions is chance: the null model must call it "chance". Ions
+    do not exclude one another (they only need to be independent).
+    """
+    rng = np.random.default_rng(seed)
+    cell = np.eye(3) * grid * spacing_A
+    slot = n_frames // (2 * hops_per_ion + 1)
+    if slot < transit_frames[1] + 10:
+        raise ValueError("too many hops per ion for the number of frames")
+    slots = np.argsort(rng.random((n_mobile, 2 * hops_per_ion)), axis=1)[:, :hops_per_ion]
+    slots.sort(axis=1)
+    dur = rng.integers(transit_frames[0], transit_frames[1] + 1, size=(n_mobile, hops_per_ion))
+    phase = rng.integers(0, slot, size=(n_mobile, 1))
+    start = phase + slots * slot + 5 + (rng.random((n_mobile, hops_per_ion)) * (slot - dur - 10)).astype(int)
+    dirs = np.concatenate([np.eye(3), -np.eye(3)]) * spacing_A
+    step = dirs[rng.integers(0, 6, size=(n_mobile, hops_per_ion))]  # (N, K, 3)
+    # Velocity during each transit: step / duration, spread over its frames, then integrated.
+    ion = np.repeat(np.arange(n_mobile), hops_per_ion)
+    d, s0, v = dur.ravel(), start.ravel(), (step / dur[..., None]).reshape(-1, 3)
+    k = np.repeat(np.arange(len(d)), d)
+    frames = s0[k] + np.arange(d.sum()) - np.repeat(np.cumsum(d) - d, d)
+    vel = np.zeros((n_frames, n_mobile, 3))
+    np.add.at(vel, (frames, ion[k]), v[k])
+    home = rng.integers(0, grid, size=(n_mobile, 3)) * spacing_A
+    cart = home + np.cumsum(vel, axis=0) + rng.normal(scale=vib_A, size=vel.shape)
+    fw = rng.random((n_framework, 3)) @ cell + rng.normal(scale=vib_A, size=(n_frames, n_framework, 3))
+    positions = np.concatenate([cart, fw], axis=1) @ np.linalg.inv(cell)
+    positions -= np.floor(positions)
+    species = ["Li"] * n_mobile + ["S"] * n_framework
+    traj = Trajectory(positions, cell, species, timestep_fs=timestep_fs, temperature_K=600.0, source="independent walkers")
+    pos0 = home[ion] + np.cumsum(step, axis=1).reshape(-1, 3) - step.reshape(-1, 3)
+    hops = [PlantedHop(int(ion[h]), int(s0[h]), int(s0[h] + d[h] - 1), pos0[h], pos0[h] + step.reshape(-1, 3)[h])
+            for h in np.lexsort((ion, s0))]
+    return Synthetic(traj, hops, [[i] for i in range(len(hops))])

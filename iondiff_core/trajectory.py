@@ -19,7 +19,8 @@ class Trajectory:
     Parameters
     ----------
     positions_frac : ndarray, shape (T, N, 3)
-        Fractional coordinates as stored (wrapped or not), float64.
+        Fractional coordinates as stored (wrapped or not), float64 (or float32 when
+        read with ``dtype=np.float32``).
     cells : ndarray, shape (T, 3, 3)
         Lattice vectors as rows, in Å, one cell per frame. A fixed cell is a
         broadcast view of one (3, 3) matrix, so it costs no memory.
@@ -33,6 +34,15 @@ class Trajectory:
         Where the trajectory came from (a path), for messages.
     warnings : list of str
         Problems recovered from while reading (e.g. a dropped truncated frame).
+    unwrapped : bool
+        The positions are already unwrapped (e.g. LAMMPS image flags applied), so
+        :func:`unwrap` converts them frame by frame without folding steps.
+    atom_indices : ndarray of int, optional
+        File indices (0-based) of the atoms held, when the reader kept only some
+        (``keep='mobile'``); None when every atom of the file is held.
+    framework_drift_A : ndarray, shape (T, 3), optional
+        Mean unwrapped displacement (Å, from frame 0) of the atoms the reader dropped,
+        so that drift removal works without holding them.
     """
 
     positions_frac: np.ndarray
@@ -42,6 +52,9 @@ class Trajectory:
     temperature_K: float | None = None
     source: str = ""
     warnings: list[str] = field(default_factory=list)
+    unwrapped: bool = False
+    atom_indices: np.ndarray | None = None
+    framework_drift_A: np.ndarray | None = None
 
     def __post_init__(self):
         pos = np.asarray(self.positions_frac)
@@ -54,6 +67,10 @@ class Trajectory:
             raise InputError(f"{self.source}: cells must have shape (frames, 3, 3), got {cells.shape}")
         if len(self.species) != pos.shape[1]:
             raise InputError(f"{self.source}: {len(self.species)} species labels for {pos.shape[1]} atoms")
+        if self.atom_indices is not None and len(self.atom_indices) != pos.shape[1]:
+            raise InputError(f"{self.source}: {len(self.atom_indices)} atom indices for {pos.shape[1]} atoms")
+        if self.framework_drift_A is not None and np.shape(self.framework_drift_A) != (pos.shape[0], 3):
+            raise InputError(f"{self.source}: framework drift must have shape (frames, 3)")
         self.positions_frac = pos
         self.cells = cells
 
@@ -84,8 +101,14 @@ class Trajectory:
         """Mean cell volume in Å^3."""
         return float(np.mean(np.abs(np.linalg.det(self.cells[:: max(1, self.n_frames // 1000)]))))
 
+    def file_indices(self, atoms: np.ndarray) -> np.ndarray:
+        """File indices (0-based) of held atoms ``atoms`` (the same when every atom is held)."""
+        atoms = np.asarray(atoms)
+        return atoms if self.atom_indices is None else np.asarray(self.atom_indices)[atoms]
+
     def indices(self, symbol: str) -> np.ndarray:
-        """0-based file indices of the atoms of one species."""
+        """0-based indices of the atoms of one species among the atoms held (file
+        indices when every atom is held; see :meth:`file_indices`)."""
         if symbol not in self.symbols:
             raise InputError(
                 f"{self.source}: species {symbol!r} is not in the file (it holds {', '.join(self.symbols)})"
@@ -137,6 +160,8 @@ def unwrap(traj: Trajectory, atoms: np.ndarray | None = None, remove_drift: bool
     remove_drift : bool
         Subtract the centre-of-mass drift of the framework (all atoms not in ``atoms``,
         equal weights), so a thermostat's net translation does not count as diffusion.
+        When the reader dropped the framework (``keep='mobile'``), its drift recorded
+        while reading is used.
 
     Returns
     -------
@@ -146,9 +171,16 @@ def unwrap(traj: Trajectory, atoms: np.ndarray | None = None, remove_drift: bool
     out = _unwrap_atoms(traj, sel)
     if remove_drift:
         frame = np.setdiff1d(np.arange(traj.n_atoms), sel)
+        if frame.size and traj.framework_drift_A is not None:
+            raise InputError(
+                f"{traj.source}: drift removal needs every framework atom, but the reader kept only some; "
+                "read the whole file (keep='all') or analyse one species"
+            )
         if frame.size:
             drift = _unwrap_atoms(traj, frame).mean(axis=1)
             out -= (drift - drift[0])[:, None, :]
+        elif traj.framework_drift_A is not None:
+            out -= traj.framework_drift_A[:, None, :]
     return out
 
 
@@ -156,11 +188,18 @@ def _unwrap_atoms(traj: Trajectory, sel: np.ndarray, block_frames: int = 2048) -
     """Unwrap in blocks of frames, so temporaries stay a small fraction of the output."""
     n_frames = traj.n_frames
     out = np.empty((n_frames, len(sel), 3), dtype=np.float64)
+    if traj.unwrapped:
+        # Already unwrapped (image flags applied): each frame in its own cell.
+        for a in range(0, n_frames, block_frames):
+            b = min(n_frames, a + block_frames)
+            frac = traj.positions_frac[a:b][:, sel, :].astype(np.float64, copy=False)
+            np.einsum("tnj,tjk->tnk", frac, traj.cells[a:b], out=out[a:b], optimize=True)
+        return out
     out[0] = traj.positions_frac[0, sel, :] @ traj.cells[0]
     for a in range(1, n_frames, block_frames):
         b = min(n_frames, a + block_frames)
         frac = traj.positions_frac[a - 1 : b][:, sel, :]
-        steps = np.diff(frac, axis=0)
+        steps = np.diff(frac, axis=0).astype(np.float64, copy=False)
         steps -= np.floor(steps + 0.5)  # fold into [-0.5, 0.5)
         # Step t -> t+1 converted with the cell of frame t+1 (the frame it arrives at).
         np.einsum("tnj,tjk->tnk", steps, traj.cells[a:b], out=out[a:b], optimize=True)

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from iondiff_core.correlations import event_sigmas, pearson, smooth
+from iondiff_core.correlations import event_sigmas, pearson_matrix
 
 MAX_SIZE = 300
 #: At most this many group outlines are drawn (the largest groups first).
@@ -35,10 +35,10 @@ def process_data(result, max_size: int = MAX_SIZE, seed: int = 0, selected: int 
     if h == 0 or corr.matrix is None:
         return {"n_events": h, "empty": True}
     rng = np.random.default_rng(seed)
-    sig = event_sigmas(result.hops, result.params.width_factor)
+    sig = event_sigmas(result.hops, result.params.width_factor, result.params.width_rule)
     if result.params.random_width == "mean":
         sig = np.full(h, sig.mean())
-    rand = pearson(smooth(rng.uniform(0, t - 1, h), sig, t), t)
+    rand = pearson_matrix(rng.uniform(0, t - 1, h), sig, t)
     binary = corr.binary().astype(float)
     order = corr.order
     raw, f = _pool(corr.matrix, max_size, np.nanmean)

@@ -8,8 +8,13 @@ Entry points:
 * :func:`sniff_species` - the species of a trajectory from its header only.
 * :func:`read_incar`, :func:`write_xdatcar`.
 
-VASP XDATCARs go through the streaming reader in :mod:`.xdatcar`; every other format
-through ASE (:mod:`.ase_formats`).
+Streaming readers, each yielding the same :class:`Trajectory` (cells per frame for
+NPT runs): VASP XDATCAR (:mod:`.xdatcar`), LAMMPS text dumps (:mod:`.lammps`), extxyz
+(:mod:`.extxyz`), VASP vasprun.xml (:mod:`.vasprun`), H5MD (:mod:`.h5md`) and ASE
+``.traj`` (:mod:`.ase_traj`); any other format ASE reads goes through ASE
+(:mod:`.ase_formats`). Every reader can keep only the mobile species, in float32
+(``keep='mobile', dtype=np.float32``), so the framework and float64 copies are never
+held.
 """
 
 from __future__ import annotations
@@ -18,9 +23,17 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from iondiff_core.errors import InputError
 from iondiff_core.io.ase_formats import guess_ase_format, read_ase, sniff_ase_species
+from iondiff_core.io.ase_traj import read_ase_traj, sniff_ase_traj
+from iondiff_core.io.extxyz import read_extxyz, sniff_extxyz
+from iondiff_core.io.frames import FrameSink, choose_kept, parse_type_map
+from iondiff_core.io.h5md import read_h5md, sniff_h5md
 from iondiff_core.io.incar import read_incar
+from iondiff_core.io.lammps import read_lammps_dump, sniff_lammps
+from iondiff_core.io.vasprun import read_vasprun, sniff_vasprun
 from iondiff_core.io.xdatcar import (
     open_decompressed,
     read_xdatcar,
@@ -35,8 +48,13 @@ __all__ = [
     "locate_trajectory",
     "open_decompressed",
     "read_ase",
+    "read_ase_traj",
+    "read_extxyz",
+    "read_h5md",
     "read_incar",
+    "read_lammps_dump",
     "read_trajectory",
+    "read_vasprun",
     "read_xdatcar",
     "sniff_species",
     "write_xdatcar",
@@ -44,7 +62,7 @@ __all__ = [
 
 _XDATCAR_FORMATS = ("xdatcar", "vasp-xdatcar", "vasp")
 #: File name endings recognised as non-VASP trajectories by find_simulations.
-_OTHER_SUFFIXES = (".extxyz", ".exyz", ".lammpstrj", ".dump")
+_OTHER_SUFFIXES = (".extxyz", ".exyz", ".lammpstrj", ".dump", ".h5md", ".traj")
 
 
 def _is_xdatcar_name(name: str) -> bool:
@@ -122,6 +140,56 @@ def _positive(value, name: str, unit: str) -> float:
     return x
 
 
+def _guess_format(file: Path) -> str | None:
+    """Format of a trajectory file from its name, else from its first bytes."""
+    base = strip_compression_suffix(file.name).lower()
+    if _is_xdatcar_name(file.name):
+        return "xdatcar"
+    if base.endswith((".h5md", ".h5", ".hdf5")):
+        return "h5md"
+    fmt = guess_ase_format(file)
+    if fmt is not None:
+        return fmt
+    try:
+        with open_decompressed(file) as f:
+            head = f.read(4096)
+    except InputError:
+        return None
+    if head.startswith(b"\x89HDF"):
+        return "h5md"
+    text = head.lstrip()
+    if text.startswith(b"ITEM: TIMESTEP"):
+        return "lammps-dump-text"
+    if text.startswith(b"<?xml") and b"<modeling" in head:
+        return "vasp-xml"
+    if b"Lattice=" in head.split(b"\n", 2)[1:2][0] if head.count(b"\n") >= 2 else False:
+        return "extxyz"
+    if _looks_like_xdatcar(file):
+        return "xdatcar"
+    return None
+
+
+#: Formats with a streaming reader here: name -> reader(path, type_map, keep=, mobile=, dtype=).
+_FAST = {
+    "lammps-dump-text": read_lammps_dump,
+    "lammps": read_lammps_dump,
+    "extxyz": read_extxyz,
+    "vasp-xml": lambda p, tm, **kw: read_vasprun(p, type_map=tm, **kw),
+    "vasprun": lambda p, tm, **kw: read_vasprun(p, type_map=tm, **kw),
+    "h5md": read_h5md,
+    "traj": read_ase_traj,
+}
+
+
+def _select(traj: Trajectory, keep: str, mobile: str | None, dtype) -> Trajectory:
+    """The kept atoms of a trajectory read whole (the ASE fallback), in ``dtype``."""
+    if keep == "all" and np.dtype(dtype) == traj.positions_frac.dtype:
+        return traj
+    sink = FrameSink(traj.species, traj.source, keep, mobile, dtype, traj.n_frames, traj.unwrapped)
+    sink.add(traj.positions_frac, traj.cells)
+    return sink.finish(traj.warnings, traj.timestep_fs, traj.temperature_K)
+
+
 def read_trajectory(
     path: str | Path,
     timestep_fs: float | None = None,
@@ -129,6 +197,10 @@ def read_trajectory(
     format: str | None = None,
     *,
     species: list[str] | None = None,
+    type_map=None,
+    keep: str = "all",
+    mobile: str | None = None,
+    dtype=np.float64,
 ) -> Trajectory:
     """Read an MD trajectory.
 
@@ -137,16 +209,28 @@ def read_trajectory(
     path : str or Path
         A run folder (holding an XDATCAR, plain or ``.gz``/``.xz``/``.bz2``, also named
         like ``XDATCAR_600K``, and optionally an INCAR; or a vasprun.xml or one
-        extxyz/LAMMPS file), or a trajectory file.
+        extxyz/LAMMPS/H5MD/.traj file), or a trajectory file.
     timestep_fs : float, optional
         Time between stored frames in fs; overrides the INCAR's POTIM x NBLOCK.
     temperature_K : float, optional
         Temperature in K; overrides the INCAR's TEBEG.
     format : str, optional
-        ``'xdatcar'`` or any ASE format name; by default from the file name and content.
+        ``'xdatcar'``, ``'lammps-dump-text'``, ``'extxyz'``, ``'vasp-xml'``, ``'h5md'``,
+        ``'traj'`` or any other ASE format name; by default from the file name and content.
     species : list of str, optional
         Species per atom type, for VASP 4 XDATCARs without a species line (or LAMMPS
-        dumps without an element column).
+        dumps without an element column: the species of types 1, 2, ...).
+    type_map : str or dict, optional
+        Species of numeric atom types, ``'1=Li,2=P,3=S'`` or ``{1: 'Li', ...}`` (LAMMPS
+        dumps, H5MD; renames labels in other formats).
+    keep : {'all', 'mobile'}
+        Hold every atom, or only the atoms of the ``mobile`` species: the readers then
+        never hold the framework (its mean drift is kept, for drift removal).
+    mobile : str, optional
+        The mobile species for ``keep='mobile'`` (default: the first of Li, Na, K, Ag,
+        Cu, F, Cl, Br, I, O, H in the file).
+    dtype : numpy dtype
+        Storage type of the positions; ``np.float32`` halves the memory.
 
     Returns
     -------
@@ -166,19 +250,22 @@ def read_trajectory(
         timestep_fs = _positive(timestep_fs, "timestep_fs", "fs")
     if temperature_K is not None:
         temperature_K = _positive(temperature_K, "temperature_K", "K")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise InputError(f"dtype must be float32 or float64, got {dtype}")
     file = locate_trajectory(path) if path.is_dir() else path
     fmt = (format or "").lower() or None
     if fmt is None:
-        if _is_xdatcar_name(file.name):
-            fmt = "xdatcar"
-        else:
-            fmt = guess_ase_format(file)
-            if fmt is None and _looks_like_xdatcar(file):
-                fmt = "xdatcar"
+        fmt = _guess_format(file)
+    tmap = parse_type_map(type_map)
+    opts = {"keep": keep, "mobile": mobile, "dtype": dtype}
     if fmt in _XDATCAR_FORMATS:
-        traj = read_xdatcar(file, species=species)
+        traj = read_xdatcar(file, species=species, **opts)
+    elif fmt in _FAST:
+        if tmap is None and species is not None:
+            tmap = parse_type_map(list(species))
+        traj = _FAST[fmt](file, tmap, **opts)
     else:
-        traj = read_ase(file, format=fmt, species=species)
+        traj = _select(read_ase(file, format=fmt, species=species), **opts)
 
     # The INCAR beside the file gives what the trajectory itself does not store.
     need_time = timestep_fs is None and traj.timestep_fs is None
@@ -209,22 +296,38 @@ def read_trajectory(
     return traj
 
 
-def sniff_species(path: str | Path, format: str | None = None, *, species: list[str] | None = None) -> list[str]:
+def sniff_species(
+    path: str | Path, format: str | None = None, *, species: list[str] | None = None, type_map=None
+) -> list[str]:
     """Distinct species of a trajectory, in file order, from its header only.
 
     Reads the first kilobytes (decompressing only those), so it takes milliseconds on a
-    400 MB XDATCAR.gz. Same ``path``/``format`` conventions as :func:`read_trajectory`.
+    400 MB XDATCAR.gz. Same ``path``/``format`` conventions as :func:`read_trajectory`;
+    use it to choose the mobile species before ``read_trajectory(keep='mobile')``.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     file = locate_trajectory(path) if path.is_dir() else path
     fmt = (format or "").lower() or None
-    if fmt in _XDATCAR_FORMATS or (
-        fmt is None
-        and (_is_xdatcar_name(file.name) or (guess_ase_format(file) is None and _looks_like_xdatcar(file)))
-    ):
+    if fmt is None:
+        fmt = _guess_format(file)
+    if fmt in _XDATCAR_FORMATS:
         return list(dict.fromkeys(sniff_xdatcar(file, species=species)["species"]))
+    tmap = parse_type_map(type_map)
+    if tmap is None and species is not None:
+        tmap = parse_type_map(list(species))
+    sniffers = {
+        "lammps-dump-text": sniff_lammps,
+        "lammps": sniff_lammps,
+        "extxyz": sniff_extxyz,
+        "h5md": sniff_h5md,
+        "traj": sniff_ase_traj,
+        "vasp-xml": lambda p, tm: sniff_vasprun(p),
+        "vasprun": lambda p, tm: sniff_vasprun(p),
+    }
+    if fmt in sniffers:
+        return list(dict.fromkeys(sniffers[fmt](file, tmap)["species"]))
     return sniff_ase_species(file, fmt)
 
 

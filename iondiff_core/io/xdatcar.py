@@ -554,6 +554,9 @@ def read_xdatcar(
     species: list[str] | None = None,
     *,
     chunk_bytes: int = CHUNK_BYTES,
+    keep: str = "all",
+    mobile: str | None = None,
+    dtype=np.float64,
 ) -> Trajectory:
     """Read a VASP XDATCAR (plain, .gz, .xz or .bz2).
 
@@ -566,6 +569,10 @@ def read_xdatcar(
         without a species line and no POTCAR beside the file; overrides the file's.
     chunk_bytes : int
         Decompressed bytes parsed at a time (working memory of the reader).
+    keep, mobile, dtype
+        Hold every atom or only the ``mobile`` species, in ``dtype`` (see
+        :func:`iondiff_core.io.read_trajectory`); chosen inside the parse loop, so the
+        framework and float64 copies are never held.
 
     Returns
     -------
@@ -586,12 +593,12 @@ def read_xdatcar(
         raise InputError(f"{src}: is a folder; give the XDATCAR file (or use read_trajectory)")
     with open_decompressed(path) as stream:
         try:
-            return _read_stream(stream, src, path, species, chunk_bytes)
+            return _read_stream(stream, src, path, species, chunk_bytes, keep, mobile, dtype)
         except MemoryError:
             raise InputError(f"{src}: the trajectory does not fit in memory") from None
 
 
-def _read_stream(stream, src, path, species, chunk_bytes) -> Trajectory:
+def _read_stream(stream, src, path, species, chunk_bytes, keep="all", mobile=None, dtype=np.float64) -> Trajectory:
     try:  # import here, not first inside a worker thread
         import pandas  # noqa: F401
     except ImportError:  # pragma: no cover
@@ -669,40 +676,35 @@ def _read_stream(stream, src, path, species, chunk_bytes) -> Trajectory:
         line0 = 1
     head_ref = (hdr.species_line, hdr.counts_line)
 
-    # Output grows in place (ndarray.resize reallocs; large blocks are remapped, not copied).
-    cap = _initial_capacity(stream, path, body.buf, L)
-    positions = np.zeros((cap, N, 3))
-    cells = np.zeros((cap, 3, 3)) if variable else None
-    T = 0  # frames stored
+    # The frame store keeps the atoms asked for, in the dtype asked for, growing in place.
+    from iondiff_core.io.frames import FrameSink
+
+    species_per_atom = [s for s, c in zip(hdr.type_names, hdr.counts) for _ in range(c)]
+    sink = FrameSink(species_per_atom, src, keep, mobile, dtype, _initial_capacity(stream, path, body.buf, L))
+    # Chunks small next to the output, so a mobile-only read peaks below 2x its output.
+    from iondiff_core.io.frames import auto_chunk
+
+    per_frame = len(body.buf) / max(body.buf.count(b"\n"), 1) * L
+    body.chunk = auto_chunk(path, stream, per_frame, sink.positions.shape[1], sink.dtype.itemsize, body.chunk)
     T_sub = 0  # frames submitted for parsing
     last_frame_note = None
 
-    def grow(need: int) -> None:
-        nonlocal cap
-        if need > cap:
-            cap = max(need, int(cap * 1.5) + 1)
-            positions.resize((cap, N, 3), refcheck=False)
-            if cells is not None:
-                cells.resize((cap, 3, 3), refcheck=False)
-
     def store(job) -> None:
-        """Wait for one chunk's parse and copy it into the output (in submission order)."""
-        nonlocal T
+        """Wait for one chunk's parse and hand it to the frame store (in submission order)."""
         future, text, blocks, frame_cells = job
         arr = future.result()
         n = len(blocks)
         if arr is None:
             _diagnose(src, text, blocks, ncols, N)
-        grow(T + n)
-        positions[T : T + n] = arr.reshape(n, N, 3)
-        if variable:
-            cells[T : T + n] = frame_cells[0]
+        frac = arr.reshape(n, N, 3)
         if hdr.cartesian:
             # Cartesian lines are scaled like the lattice, so the scale factor(s) cancel:
             # frac = (x s) inv(L s) = x inv(L), with L the unscaled lattice block.
-            lat = frame_cells[1] if variable else hdr.lattice
-            positions[T : T + n] = positions[T : T + n] @ np.linalg.inv(lat)
-        T += n
+            if variable:
+                frac = np.einsum("tnj,tjk->tnk", frac, np.linalg.inv(frame_cells[1]))
+            else:
+                frac = frac @ np.linalg.inv(hdr.lattice)
+        sink.add(frac, frame_cells[0] if variable else fixed_cell)
 
     # pandas' tokenizer releases the GIL: parse chunks in worker threads while this
     # thread decompresses and slices the next one. Few jobs in flight bound the memory.
@@ -782,22 +784,12 @@ def _read_stream(stream, src, path, species, chunk_bytes) -> Trajectory:
 
     if last_frame_note:
         warnings.append(last_frame_note)
+    T = sink.T
     if getattr(stream, "truncated", False):
         warnings.append(f"the {stream.kind} stream ends early (truncated file); read the {T} complete frames")
     if T == 0:
         raise InputError(f"{src}: no complete frame ({last_frame_note or 'no coordinates after the header'})")
-    positions.resize((T, N, 3), refcheck=False)
-    if variable:
-        cells.resize((T, 3, 3), refcheck=False)
-    species_per_atom = [s for s, c in zip(hdr.type_names, hdr.counts) for _ in range(c)]
-    cells_out = cells if variable else fixed_cell
-    return Trajectory(
-        positions_frac=positions,
-        cells=cells_out,
-        species=species_per_atom,
-        source=src,
-        warnings=warnings,
-    )
+    return sink.finish(warnings)
 
 
 def _guess_atoms(buf: bytes) -> int:

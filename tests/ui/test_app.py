@@ -411,29 +411,3 @@ def test_cancel_shows_a_cancelled_state(dash_duo, tmp_path):
     assert "cancelled" in dash_duo.find_element("#progress-text").text
     assert dash_duo.find_element("#progress-bar").get_attribute("value") == "0"
     assert not dash_duo.find_element("#run-button").get_attribute("disabled")
-
-
-def test_library_cross_simulation_views(dash_duo, tmp_path):
-    from dashboard import analysis
-    from iondiff_core.parameters import Parameters
-
-    app = create_app(tmp_path / "data", roots=[])
-    cfg = app.config_object
-    for k, temp in enumerate((500, 600, 700, 800)):
-        syn = make_synthetic(n_frames=1500, n_mobile=10, chain_sizes=(1, 2, 3)[: 1 + k % 3] + (1,) * k, seed=k, vib_A=0.08 + 0.01 * k)
-        run = tmp_path / f"LiX_{temp}K"
-        run.mkdir()
-        write_xdatcar(syn.trajectory, run / "XDATCAR.gz")
-        (run / "INCAR").write_text(f"POTIM = 2\nNBLOCK = 5\nTEBEG = {temp}\n")
-        analysis.run_analysis(cfg, run, Parameters())
-    dash_duo.start_server(app)
-    dash_duo.driver.get(dash_duo.server_url + "/library")
-    dash_duo.wait_for_contains_text("#library-title", "(4)", timeout=20)
-    until(dash_duo, lambda: plot_js(dash_duo, "lib-spearman", "g.data[0].type") == "heatmap")
-    until(dash_duo, lambda: plot_js(dash_duo, "lib-arrhenius", "g.data.length") == 2)  # points and the fit with Ea
-    assert "Ea" in plot_js(dash_duo, "lib-arrhenius", "g.data[1].name")
-    shot(dash_duo, "library")
-    # Select one row and delete it.
-    dash_duo.find_element("#library-table input[type=checkbox]").click()
-    dash_duo.find_element("#library-delete").click()
-    dash_duo.wait_for_contains_text("#library-title", "(3)", timeout=20)

@@ -37,11 +37,30 @@ def test_analyze_writes_the_json_contract(run_folder, tmp_path, capsys):
     assert len(pairs) == len(syn.hops) == len(hops)
     assert sorted(g["n"] for g in doc["groups"]) == sorted(len(g) for g in syn.groups)
     assert all(set(g) >= {"hops", "ions", "n"} for g in doc["groups"])
-    assert set(doc["pdf"]) >= {"n", "p", "A", "A_err", "b", "b_err"}
+    assert set(doc["pdf"]) >= {"n", "p", "A", "A_err", "b", "b_err", "overflow", "fit", "fit_note", "null_p", "null_p_ci95"}
+    assert len(doc["pdf"]["null_p"]) == len(doc["pdf"]["p"]) == 20
+    assert doc["pdf"]["fit"] is None and doc["pdf"]["fit_note"]  # sizes 2 and 3 only: no fit
+    c = doc["concertedness"]
+    assert set(c) >= {"observed_fraction", "null_mean", "null_ci95", "excess", "p_value", "replicas", "verdict"}
+    assert c["verdict"] == "beyond_chance" and c["replicas"] == 200 and c["observed_fraction"] == 5 / 7
+    assert doc["excursions"] == [] and not any(h["open_ended"] for h in hops)
     assert doc["parameters"]["r_vib_A"] == 0.5 and doc["parameters"]["silhouette_threshold"] == 0.7
     assert doc["descriptors"]["D_tracer_cm2_s"] > 0
     rows = list(csv.DictReader(open(tmp_path / "h.csv")))
     assert len(rows) == len(hops)
+    line = capsys.readouterr().out
+    assert "5 hops" not in line and "concerted 71 % of hops vs null" in line and "beyond_chance" in line
+
+
+def test_unfinished_excursion_is_listed_apart(tmp_path):
+    syn = make_synthetic(n_frames=2500, n_mobile=12, chain_sizes=(1, 2), open_end_hop=True, seed=5)
+    folder = write_run(tmp_path / "LiOpen_600K", syn)
+    out = tmp_path / "r.json"
+    assert main(["analyze", str(folder), "--out", str(out), "-q"]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["excursions"]) == 1 and doc["excursions"][0]["open_ended"] and doc["excursions"][0]["centre_to"] == -1
+    assert len(doc["hops"]) == 3 and doc["descriptors"]["n_unfinished_excursions"] == 1
+    assert any("unfinished excursion" in w for w in doc["warnings"])
 
 
 def test_parameter_flags_reach_the_analysis(run_folder, tmp_path):
@@ -104,3 +123,7 @@ def test_batch_writes_json_summary_spearman_and_arrhenius(tmp_path):
     assert cross["arrhenius"]["LiX"]["n_temperatures"] == 4
     pooled = cross["pdf_pooled"]
     assert set(pooled) == {"all", "Li-based"} and pooled["all"]["counts"][1] >= 4  # one planted pair per run
+    assert pooled["all"]["overflow"] == 0 and "fit_note" in pooled["all"]
+    assert pooled["all"]["concertedness"]["verdict"] in ("beyond_chance", "chance")
+    assert pooled["all"]["concertedness"]["replicas"] == 200
+    assert {"verdict", "concerted_fraction", "null_fraction"} <= set(rows[0])

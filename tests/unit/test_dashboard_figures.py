@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from dashboard import views
 from dashboard.figures import (
-    DIMMED, PALETTE, SINGLE, correlation_heatmaps, descriptor_table, group_colours, hop_paths_3d, library_stats, msd,
+    DIMMED, PALETTE, SINGLE, correlation_heatmaps, descriptor_table, group_colours, hop_paths_3d, msd,
     n_distribution, plural, timeline, van_hove,
 )
 from iondiff_core import pipeline
@@ -66,22 +66,6 @@ def test_distribution_msd_vanhove_table(result):
     assert {k: rows[0][k] for k in ("descriptor", "value", "unit")} == {"descriptor": "D tracer", "value": "1.235e-05", "unit": "cm²/s"}
     assert rows[1]["unit"] == "Å" and rows[2]["unit"] == "count" and rows[3]["value"] == "n/a"
     assert "tracer diffusion" in rows[0]["help"] and "mean over hops" in rows[1]["help"]
-
-
-def test_library_stats(result):
-    doc = result.to_dict()
-    entries = [
-        {"name": f"r{i}", "material": "LiX", "family": "Li-based", "species": "Li", "temperature_K": t,
-         "descriptors": {**doc["descriptors"], "D_tracer_cm2_s": 1e-3 * np.exp(-0.2 / (8.617e-5 * t)), "mean_n": 2.0 + i},
-         "groups": [g["n"] for g in doc["groups"]]}
-        for i, t in enumerate((500, 600, 700, 800))
-    ]
-    d = library_stats.process_data(entries)
-    assert "D_tracer_cm2_s" in d["spearman"]["names"]
-    assert d["arrhenius"]["LiX"]["Ea_tracer_eV"] == pytest.approx(0.2, rel=1e-4)
-    assert d["pooled"]["all"]["counts"].sum() == 4 * len(doc["groups"])
-    for f in (library_stats.spearman_figure, library_stats.pooled_pdf_figure, library_stats.arrhenius_figure, library_stats.nu_figure):
-        assert f(d).data
 
 
 def test_group_colours_are_categorical_and_dim_the_others(result):

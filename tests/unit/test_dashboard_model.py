@@ -39,12 +39,11 @@ def test_library_add_rename_tag_delete(tmp_path):
               params={"r_vib_A": 0.5}, trajectory=str(traj), result=str(res), descriptors={"D_tracer_cm2_s": 1e-5})
     e = lib.add(name="run", **kw)
     assert lib.find("abc", "k").id == e.id and lib.list()[0].descriptors["D_tracer_cm2_s"] == 1e-5
-    lib.rename(e.id, "  LGPS 600 K ")
-    lib.set_tags(e.id, "sulfide, , fast ")
+    lib.update(e.id, name="  LGPS 600 K ", tags="sulfide, , fast ")
     e2 = lib.get(e.id)
     assert e2.name == "LGPS 600 K" and e2.tags == "sulfide,fast"
     with pytest.raises(ValueError):
-        lib.rename(e.id, "   ")
+        lib.update(e.id, name="   ")
     again = lib.add(name="rerun", **kw)  # the same file and parameters replace the entry
     assert [x.id for x in lib.list()] == [again.id]
     lib.delete(again.id)

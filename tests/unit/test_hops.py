@@ -33,10 +33,11 @@ def test_long_walker_and_open_hop(planted):
     h = ha.hops
     walker = max(set(p.ion for p in planted.hops), key=lambda i: sum(p.ion == i for p in planted.hops))
     assert np.sum(h.ion == walker) == sum(p.ion == walker for p in planted.hops) >= 14
-    assert h.open_ended.sum() == 1
-    k = int(np.flatnonzero(h.open_ended)[0])
-    assert h.end[k] == x.shape[0] - 1 and h.centre_to[k] == -1
-    assert np.allclose(h.length_A[~h.open_ended], 2.5, atol=0.1)
+    # The planted hop still under way at the last frame is an unfinished excursion, not a hop.
+    assert not h.open_ended.any() and len(ha.excursions) == 1
+    e = ha.excursions
+    assert e.end[0] == x.shape[0] - 1 and e.centre_to[0] == -1 and e.open_ended[0]
+    assert np.allclose(h.length_A, 2.5, atol=0.1)
 
 
 def _two_site(states, sep=2.5, noise=0.05, seed=0):
@@ -53,12 +54,13 @@ def test_hop_failed_attempt_open_end_and_unresolved():
     cen = Centres([np.array([[0.0, 0, 0], [2.5, 0, 0]])], np.array([2]), np.array([1.0]))
     ha = find_hops(x, cen, 0.5, "paper")
     h = ha.hops
-    # A->B (frames 5-6), B->A with no transit frame (placed on arrival 19), A->B unresolved at 25, open end.
-    assert list(h.start) == [5, 19, 25, 29]
-    assert list(h.end) == [6, 19, 25, 32]
-    assert list(h.resolved) == [True, False, False, True]
-    assert list(h.open_ended) == [False, False, False, True]
-    assert list(h.centre_to) == [1, 0, 1, -1]
+    # A->B (frames 5-6), B->A with no transit frame (placed on arrival 19), A->B unresolved at 25;
+    # the transit from frame 29 to the end is an unfinished excursion, listed apart.
+    assert list(h.start) == [5, 19, 25]
+    assert list(h.end) == [6, 19, 25]
+    assert list(h.resolved) == [True, False, False]
+    assert list(h.centre_to) == [1, 0, 1]
+    assert list(ha.excursions.start) == [29] and list(ha.excursions.end) == [32]
     assert len(ha.failed) == 1 and ha.failed.start[0] == 12 and ha.failed.end[0] == 13
     assert (ha.state[5:7, 0] == -1).all() and ha.state[0, 0] == 0
     path = hop_path(x, h, 0)
@@ -83,3 +85,12 @@ def test_timeline_marks_transit_frames():
     h = find_hops(x, cen, 0.5, "paper").hops
     tl = timeline(h, len(states), 1)
     assert "".join(map(str, tl[0])) == "00011000111000"
+
+
+def test_excursion_at_last_frame_is_not_a_hop_even_with_one_centre():
+    """An ion with a single centre cannot hop: its excursion at the end is listed apart."""
+    x = _two_site("AAAAAAAAAA" + "....", sep=1.6)
+    cen = Centres([np.array([[0.0, 0, 0]])], np.array([1]), np.array([0.0]))
+    ha = find_hops(x, cen, 0.5, "paper")
+    assert len(ha.hops) == 0 and len(ha.excursions) == 1
+    assert ha.excursions.start[0] == 10 and ha.excursions.centre_from[0] == 0
