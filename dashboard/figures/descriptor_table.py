@@ -102,6 +102,13 @@ def undetermined(key: str, value, descriptors: dict) -> str | None:
     return None
 
 
+def _interval(ci) -> str:
+    """``[lo, hi]`` of an engine interval; ``[lo, ∞)`` when unbounded above; "" when absent."""
+    if ci is None or len(ci) != 2 or not _finite(ci[0]):
+        return ""
+    return f"[{fmt(float(ci[0]))}, {fmt(float(ci[1]))}]" if _finite(ci[1]) else f"[{fmt(float(ci[0]))}, ∞)"
+
+
 def _unitless(key: str) -> str:
     return "count" if key.startswith(("n_", "ions_", "mobile_")) else "dimensionless"
 
@@ -115,7 +122,7 @@ def process_data(descriptors: dict, consistency: dict | None = None) -> list[dic
         name, unit = split_unit(k)
         why = undetermined(k, v, descriptors)
         ci = descriptors.get(k.replace("_cm2_s", "_ci95_cm2_s")) if k.endswith("_cm2_s") else None
-        interval = f"[{fmt(float(ci[0]))}, {fmt(float(ci[1]))}]" if ci is not None and why is None and None not in ci else ""
+        interval = _interval(ci) if why is None else ""
         rows.append({"descriptor": name, "value": why or fmt(v), "interval": interval, "unit": unit or _unitless(k), "key": k,
                      "help": help_of(k)})
     for k, v in (consistency or {}).items():

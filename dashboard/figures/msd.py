@@ -9,10 +9,16 @@ import plotly.graph_objects as go
 
 
 def _ci(desc: dict, key: str):
+    """The engine's 95 % interval [lo, hi] (hi may be None/inf: unbounded above), or None."""
     ci = (desc or {}).get(key)
-    if ci is None or len(ci) != 2 or not all(v is not None and np.isfinite(v) for v in ci):
+    if ci is None or len(ci) != 2 or ci[0] is None or not np.isfinite(ci[0]):
         return None
-    return float(ci[0]), float(ci[1])
+    return float(ci[0]), float("inf") if ci[1] is None else float(ci[1])
+
+
+def interval(ci) -> str:
+    """``[lo, hi]``, ``[lo, ∞)`` when unbounded above."""
+    return f"[{ci[0]:.3g}, {ci[1]:.3g}]" if np.isfinite(ci[1]) else f"[{ci[0]:.3g}, ∞)"
 
 
 def d_label(name: str, D: float, ci) -> str:
@@ -22,8 +28,8 @@ def d_label(name: str, D: float, ci) -> str:
     if D <= 0:
         return f"D_{name} undetermined (the MSD does not grow over the fit window)"
     if ci is not None and ci[0] <= 0:
-        return f"D_{name} undetermined (95 % interval reaches 0: [{ci[0]:.2g}, {ci[1]:.2g}] cm²/s)"
-    return f"D_{name} = {D:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "") + " cm²/s"
+        return f"D_{name} undetermined (95 % interval reaches 0: {interval(ci)} cm²/s)"
+    return f"D_{name} = {D:.3g}" + (f" {interval(ci)}" if ci else "") + " cm²/s"
 
 
 def process_data(result, max_points: int = 2000) -> dict:

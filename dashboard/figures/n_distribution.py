@@ -82,7 +82,8 @@ def _range(v: float, ci) -> str:
 def fit_label(d: dict) -> str:
     if not d["fit_ok"]:
         return "no exponential fit" + (f" ({d['notes'][0]})" if d["notes"] else "")
-    return f"f(n) = A exp(-b n): A = {_range(d['A'], d['A_ci'])}, b = {_range(d['b'], d['b_ci'])} (95 %)"
+    has_ci = any(ci and all(np.isfinite(ci)) for ci in (d["A_ci"], d["b_ci"]))
+    return f"f(n) = A exp(-b n): A = {_range(d['A'], d['A_ci'])}, b = {_range(d['b'], d['b_ci'])}" + (" (95 %)" if has_ci else "")
 
 
 def data_table(d: dict) -> dict:

@@ -147,6 +147,11 @@ def test_impossible_transport_values_are_never_numbers():
     assert spans0["haven_ratio"]["value"].startswith("undetermined") and spans0["D_collective_cm2_s"]["interval"] == ""
     assert msd.d_label("collective", -1e-6, None).startswith("D_collective undetermined")
     assert msd.d_label("tracer", 1e-5, (8e-6, 1.2e-5)) == "D_tracer = 1e-05 [8e-06, 1.2e-05] cm²/s"
+    # The engine's interval may be unbounded above (null in JSON).
+    assert msd.d_label("collective", 1e-5, msd._ci({"D_collective_ci95_cm2_s": [2e-6, None]}, "D_collective_ci95_cm2_s")) == \
+        "D_collective = 1e-05 [2e-06, ∞) cm²/s"
+    up = {r["key"]: r for r in descriptor_table.process_data({"D_collective_cm2_s": 1e-5, "D_collective_ci95_cm2_s": [2e-6, float("inf")]})}
+    assert up["D_collective_cm2_s"]["interval"] == "[2e-06, ∞)"
 
 
 def test_warnings_go_next_to_their_view():
