@@ -36,15 +36,14 @@ from iondiff_core.io import write_xdatcar  # noqa: E402
 from iondiff_core.parameters import Parameters  # noqa: E402
 from iondiff_core.synthetic import make_synthetic  # noqa: E402
 
-#: (label, number box, value, tab, graph on screen)
+#: (label, number box, values of the passes, tab, graph on screen)
 MOVES = [
-    ("n_max 8", "n-max-input", "8", "pdf", "graph-pdf"),
-    ("n_max 12", "n-max-input", "12", "pdf", "graph-pdf"),
-    ("r_vib 0.6 Å (3D view)", "r-vib-input", "0.6", "paths", "graph-3d"),
-    ("r_vib 0.55 Å (timeline)", "r-vib-input", "0.55", "timeline", "graph-timeline"),
-    ("smoothing width x 2 (matrix)", "width-factor-input", "2", "heatmaps", "graph-heatmaps"),
-    ("silhouette threshold 0.6 (3D)", "sil-thr-input", "0.6", "paths", "graph-3d"),
-    ("pair distance 4 Å (pdf)", "pair-distance", "4", "pdf", "graph-pdf"),
+    ("n_max", "n-max-input", ("8", "12"), "pdf", "graph-pdf"),
+    ("r_vib (3D view)", "r-vib-input", ("0.6", "0.65"), "paths", "graph-3d"),
+    ("r_vib (timeline)", "r-vib-input", ("0.55", "0.5"), "timeline", "graph-timeline"),
+    ("smoothing width (matrix)", "width-factor-input", ("2", "1.5"), "heatmaps", "graph-heatmaps"),
+    ("silhouette threshold (3D)", "sil-thr-input", ("0.6", "0.65"), "paths", "graph-3d"),
+    ("pair distance Å (pdf)", "pair-distance", ("4", "3"), "pdf", "graph-pdf"),
 ]
 
 HOOK = """
@@ -107,13 +106,15 @@ def move(driver, box_id, value, graph) -> float:
     # Drawn at least once after the key press, then no callback pending and no new drawing for 0.3 s.
     wait(lambda: driver.execute_script("return window.__plots") > 0)
     wait(lambda: settled(driver))
-    last = None
-    while True:
+    last, end = None, time.time() + 30
+    while time.time() < end:
         time.sleep(0.3)
         now = driver.execute_script("return window.__last")
         if now == last and settled(driver):
             break
         last = now
+    else:
+        raise TimeoutError("the figure kept redrawing for 30 s")
     return driver.execute_script("return (window.__last - window.__t0) / 1000")
 
 
@@ -121,7 +122,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ions", type=int, default=110)
     ap.add_argument("--frames", type=int, default=20000)
-    ap.add_argument("--repeat", type=int, default=2, help="passes over the moves (each value differs per pass)")
+    ap.add_argument("--repeat", type=int, default=2, help="passes over the moves (two values per move)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,11 +151,11 @@ def main():
             print(f"open the entry (layout, every view, 3D drawn): {time.perf_counter() - t0:.2f} s\n")
             print(f"{'slider move (typed + Enter)':34s} {'time to pixels s':>17s}")
             for rep in range(args.repeat):
-                for label, box, value, tab, graph in MOVES:
+                for label, box, values, tab, graph in MOVES:
                     open_tab(driver, tab, graph)
-                    v = value if rep == 0 else str(round(float(value) * 1.05, 3)) if "." in value else str(int(value) + rep)
+                    v = values[rep % len(values)]
                     dt = move(driver, box, v, graph)
-                    print(f"{label:34s} {dt:17.2f}", flush=True)
+                    print(f"{label + ' ' + v:34s} {dt:17.2f}", flush=True)
         finally:
             driver.quit()
 

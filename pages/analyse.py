@@ -15,7 +15,8 @@ import logging
 import traceback
 from pathlib import Path
 
-from dash import ClientsideFunction, Input, Output, State, ctx, dash_table, dcc, html, no_update
+import dash_ag_grid as dag
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboard import analysis, views
@@ -53,6 +54,7 @@ SLIDERS = (
      5, 40, 1, DEFAULTS.n_max, {10: "10", 20: "20", 40: "40"}),
 )
 SLIDER_RANGE = {s[0]: (s[3], s[4]) for s in SLIDERS}
+SLIDER_STEP = {s[0]: s[5] for s in SLIDERS}
 SLIDER_DEFAULT = {s[0]: s[6] for s in SLIDERS}
 
 #: Every control a view can depend on, in the argument order of :func:`_sliders`.
@@ -143,12 +145,18 @@ def _tab(value, label, view_names, how, section):
         children += [
             html.Div([html.Button("CSV", id="csv-table", className="secondary small", title="the descriptor table"),
                       dcc.Download(id="dl-csv-table")], className="row export-row"),
-            dash_table.DataTable(
-                id="descriptor-table", page_size=80,
-                columns=[{"name": c, "id": c} for c in ("descriptor", "value", "interval", "unit")],
-                tooltip_header={"interval": "95 % interval", "unit": "dimensionless = a pure number; count = a number of things"},
-                tooltip_delay=200, tooltip_duration=None,
-                style_cell={"textAlign": "left", "fontSize": "0.85rem"}),
+            dag.AgGrid(
+                id="descriptor-table", rowData=[], columnSize="responsiveSizeToFit",
+                columnDefs=[
+                    {"field": "descriptor", "tooltipField": "help", "flex": 3,
+                     "headerTooltip": "hover a descriptor for its meaning"},
+                    {"field": "value", "flex": 2, "headerTooltip": "'undetermined' when the data cannot support a number"},
+                    {"field": "interval", "headerName": "95 % interval", "flex": 2,
+                     "headerTooltip": "the engine's 95 % interval, where it gives one"},
+                    {"field": "unit", "flex": 1, "headerTooltip": "dimensionless = a pure number; count = a number of things"},
+                ],
+                dashGridOptions={"domLayout": "autoHeight", "tooltipShowDelay": 200, "animateRows": False},
+                style={"width": "100%"}),
         ]
     return dcc.Tab(label=label, value=value, children=children)
 
@@ -424,8 +432,10 @@ def register(app, cfg, cache):
             if v is None:
                 raise PreventUpdate
             lo, hi = SLIDER_RANGE[ids[i]]
-            v = min(max(float(v), lo), hi)
-            v = int(round(v)) if ids[i] == "n-max" else v
+            step = SLIDER_STEP[ids[i]]
+            # Clamped to the slider's range and snapped to its step, so box and slider agree.
+            v = min(max(lo + round((float(v) - lo) / step) * step, lo), hi)
+            v = int(round(v)) if ids[i] == "n-max" else round(v, 6)
             out = list(none)
             out[i] = v
             return (*out, *out, no_update, no_update)
@@ -466,25 +476,24 @@ def register(app, cfg, cache):
 
     @app.callback(
         Output("view-status", "children"), Output("verdict-card", "children"), Output("fix-percolation", "style"),
-        Output("warnings", "children"), Output("descriptor-table", "data"), Output("descriptor-table", "tooltip_data"),
+        Output("warnings", "children"), Output("descriptor-table", "rowData"),
         Input("entry-store", "data"), *_deps(views.ALL_FIELDS), Input("group-store", "data"),
     )
     def draw_summary(entry_id, *args):
         hidden = {"display": "none"}
         if not entry_id:
-            return html.Div("no result yet: choose a trajectory and run the analysis", id="view-summary"), None, hidden, None, [], []
+            return html.Div("no result yet: choose a trajectory and run the analysis", id="view-summary"), None, hidden, None, []
         group = args[-1]
         try:
             s = views.summary(cfg, entry_id, _sliders(*args[: len(CONTROLS)]))
         except InputError as exc:
-            return html.Div(_alert(str(exc)), id="view-summary"), None, hidden, None, [], []
+            return html.Div(_alert(str(exc)), id="view-summary"), None, hidden, None, []
         except Exception as exc:  # noqa: BLE001
             log.error("summary failed: %s", traceback.format_exc())
-            return html.Div(_alert(f"could not draw the results: {type(exc).__name__}: {exc}"), id="view-summary"), None, hidden, None, [], []
+            return html.Div(_alert(f"could not draw the results: {type(exc).__name__}: {exc}"), id="view-summary"), None, hidden, None, []
         sel = f" - group {group} selected" if group is not None else ""
-        tips = [{"descriptor": {"value": r["help"] or r["descriptor"], "type": "text"}} for r in s["table"]]
         return (html.Div(s["status"] + sel, id="view-summary"), verdict_card(s["concertedness"], s["percolated"]),
-                {"display": "inline-block"} if s["percolated"] else hidden, _notes(s["warnings"]), s["table"], tips)
+                {"display": "inline-block"} if s["percolated"] else hidden, _notes(s["warnings"]), s["table"])
 
     # ------------------------------------------------------------------ group selection
     @app.callback(

@@ -287,6 +287,12 @@ def test_percolation_action_and_help(dash_duo, sims, tmp_path):
     open_tab(dash_duo, 6)
     dash_duo.wait_for_contains_text("#descriptor-table", "D tracer", timeout=20)
     assert "dimensionless" in dash_duo.find_element("#descriptor-table").text
+    # Hovering a descriptor explains it.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    cell = next(c for c in dash_duo.find_elements("#descriptor-table .ag-cell") if c.text == "mean k")
+    ActionChains(dash_duo.driver).move_to_element(cell).perform()
+    dash_duo.wait_for_contains_text(".ag-tooltip", "vibration centres", timeout=10)
     # The percolated-groups action: the spatial criterion and a stricter level in one click.
     before = dash_duo.find_element("#view-summary").text
     dash_duo.driver.execute_script("document.querySelector('#fix-percolation').click()")
