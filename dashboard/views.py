@@ -65,6 +65,8 @@ VIEWS: dict[str, View] = {
 
 # Which engine warnings belong next to which view (the rest go to the summary).
 _WARNING_VIEWS = (
+    ("pdf of n:", ("pdf",)),
+    ("unfinished excursion", ("timeline",)),
     ("took less than one frame", ("timeline",)),
     ("one concerted group holds", ("heatmaps", "pdf")),
     ("correlation matrix is not formed", ("heatmaps",)),
@@ -98,8 +100,8 @@ def view_data(cfg: Config, name: str, entry_id: str, sliders: dict, group=None, 
     view = VIEWS[name]
     data = view.process(result, group if view.follows_group else None, color_by)
     notes = list(route_warnings(result.warnings).get(name, []))
-    if isinstance(data, dict):
-        notes += [n for n in data.get("notes", []) if n not in notes]
+    if isinstance(data, dict):  # the view's own notes, unless an engine warning already says it
+        notes += [n for n in data.get("notes", []) if not any(n.split(": ", 1)[-1] in w for w in notes)]
     return data, notes
 
 

@@ -68,36 +68,36 @@ FIELD_CONTROLS = {
 FIX_PAIR_DISTANCE_A = 4.0
 FIX_QUANTILE = 0.99
 
-#: Tab, label, views in it, how to read it, METHOD.md section.
+#: Tab, label, views in it, how to read it, its METHOD.md section.
 TABS = (
     ("paths", "3D hop paths", ("3d",),
      "Each line is one hop: the path of an ion from the vibration centre it left to the one it reached. Colour = "
      "concerted group (hops linked by correlated timing); grey = an isolated hop (n = 1). Blue dots are vibration "
      "centres, red diamonds metastable centres (off the reference lattice). Click a path to select its group.",
-     "3-hops"),
+     "3"),
     ("timeline", "Timeline", ("timeline",),
      "One row per mobile ion, time to the right; shaded while the ion is in transit. A dot marks each hop, coloured "
      "by its concerted group. Hops of one group happen close in time; click a dot to select its group.",
-     "4-hop-timeline-and-many-ion-correlations"),
+     "4"),
     ("heatmaps", "Correlations", ("heatmaps",),
      "Pearson correlation C between every pair of hop events (smoothed in time), a random reference of the same "
      "widths, C above the reference level (black = concerted pair), and that matrix reordered so each concerted "
      "group is a block (outlined; the selected group in red). Click a block to select the group.",
-     "4-hop-timeline-and-many-ion-correlations"),
+     "4"),
     ("pdf", "Distribution of n", ("pdf",),
      "The share of groups with n hop events (bars; n > n_max in the grey bar), against what chance alone gives "
      "(orange band: hops placed at random, 95 % of replicas), with the exponential fit A exp(-b n) over n >= 2. "
      "Bars above the band at n >= 2 mean concerted hops beyond chance. Right: the two n = 2 mechanisms.",
-     "5-distribution-of-n"),
+     "5"),
     ("transport", "Transport", ("msd", "vanhove"),
      "MSD against lag time: D = slope / 6 over the dashed fit window, with its 95 % interval (tracer: single ions; "
      "full: the centre of mass x N). A D the data cannot support is 'undetermined'. van Hove: G_s(r, t), how far an "
      "ion has moved after t; G_d(r, t), where the other ions are (peaks = sites).",
-     "6-descriptors-per-simulation-with-units"),
+     "6"),
     ("descriptors", "Descriptors", (),
      "Every descriptor of the run with its unit and 95 % interval where there is one; hover a row for its meaning. "
      "'undetermined' means the data cannot support a number (e.g. a negative collective D).",
-     "6-descriptors-per-simulation-with-units"),
+     "6"),
 )
 
 
@@ -137,7 +137,7 @@ def _export_row(view):
 def _tab(value, label, view_names, how, section):
     children = [html.Details([
         html.Summary("How to read this"),
-        html.P([how, " ", html.A("Method", href=f"{METHOD}#{section}", target="_blank")]),
+        html.P([how, " The definitions: ", html.A(f"METHOD.md, section {section}", href=METHOD, target="_blank"), "."]),
     ], className="how-to-read", id=f"how-{value}")]
     for v in view_names:
         children += [html.Div(id=f"notes-{v}", className="view-notes"), _export_row(v), _graph(f"graph-{v}")]

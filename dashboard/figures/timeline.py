@@ -77,5 +77,5 @@ def create_figure(d: dict) -> go.Figure:
     note = f" (bins of {d['bin_frames']} frames)" if d["bin_frames"] > 1 else ""
     fig.update_layout(title="Hop timeline: shaded while in transit" + note, height=480, margin=dict(l=60, r=10, t=40, b=50),
                       xaxis_title=f"time ({d['time_unit']})", yaxis_title="mobile ion index", uirevision="timeline",
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+                      legend=dict(orientation="h", y=1.02, x=0, xanchor="left", yanchor="bottom"))
     return fig

@@ -157,9 +157,12 @@ def test_upload_run_explore_and_library(dash_duo, sims, tmp_path):
     until(dash_duo, lambda: plot_js(dash_duo, "graph-heatmaps", "g.data.length") == 4, 20)
     dash_duo.driver.execute_script(
         "var g = document.querySelector('#graph-heatmaps .js-plotly-plot');"
-        "g.emit('plotly_click', {points: [{curveNumber: 3, x: 0, y: 0}]});"
+        "g.emit('plotly_click', {points: [{curveNumber: 3, x: 9, y: 9}]});"  # the last block: the group of 4
     )
     dash_duo.wait_for_contains_text("#view-summary", "selected", timeout=20)
+    until(dash_duo, lambda: plot_js(dash_duo, "graph-heatmaps", "g.layout.shapes.some(s => s.line.color === '#d62728')"), 20)
+    # The general warnings hold none that belong beside a view.
+    assert "pdf of n" not in dash_duo.find_element("#warnings").text
     shot(dash_duo, "analyse-correlations")
     open_tab(dash_duo, 2)
     until(dash_duo, lambda: plot_js(dash_duo, "graph-timeline", "g.data.length") == 3, 20)
@@ -281,7 +284,8 @@ def test_percolation_action_and_help(dash_duo, sims, tmp_path):
     for n in range(1, 7):
         open_tab(dash_duo, n)
         until(dash_duo, lambda: dash_duo.find_element(".how-to-read summary").text == "How to read this", 5)
-        assert "/docs/METHOD.md#" in dash_duo.find_element(".how-to-read a").get_attribute("href")
+        link = dash_duo.find_element(".how-to-read a")
+        assert link.get_attribute("href").endswith("/docs/METHOD.md") and "section" in link.get_attribute("textContent")
     open_tab(dash_duo, 1)
     run_picked(dash_duo)
     open_tab(dash_duo, 6)

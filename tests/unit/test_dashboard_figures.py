@@ -157,8 +157,9 @@ def test_impossible_transport_values_are_never_numbers():
 def test_warnings_go_next_to_their_view():
     w = ["3 of 9 hops took less than one frame (10 fs): ...", "one concerted group holds 50 of 60 hops: ...",
          "XDATCAR line 40: frame cut short"]
+    w.append("pdf of n: only 2 sizes with groups: no fit")
     r = views.route_warnings(w)
-    assert r["timeline"] == [w[0]] and r["pdf"] == [w[1]] == r["heatmaps"] and r["summary"] == [w[2]]
+    assert r["timeline"] == [w[0]] and r["pdf"] == [w[1], w[3]] and r["heatmaps"] == [w[1]] and r["summary"] == [w[2]]
 
 
 def test_concertedness_verdict_card_and_percolation():
