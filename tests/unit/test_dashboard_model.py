@@ -201,3 +201,34 @@ def test_password_protection_when_enabled(tmp_path, monkeypatch):
     assert client.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
     monkeypatch.delenv("IONDIFF_PASSWORD")
     assert create_app(tmp_path / "data2", roots=[]).server.test_client().get("/").status_code == 200
+
+
+def test_run_too_short_for_the_method_is_refused(cfg, tmp_path):
+    from dataclasses import replace
+
+    t = make_synthetic(n_frames=1200, n_mobile=10, chain_sizes=(1, 2), seed=2).trajectory
+    run = tmp_path / "LiX_short"
+    run.mkdir()
+    write_xdatcar(replace(t, positions_frac=t.positions_frac[:40], cells=t.cells[:40]), run / "XDATCAR")
+    with pytest.raises(InputError, match="40 frames is too short for the method"):
+        analysis.run_analysis(cfg, run, Parameters(), timestep_fs=10)
+    assert Library(cfg.library_db).list() == []
+
+
+def test_server_runs_named_and_shown_relative_to_their_root(tmp_path, xdatcar):
+    from dashboard.uploads import display_path, inspect_source, list_server_simulations, source_name
+
+    root = tmp_path / "sims"
+    run = root / "LGPS_600K"
+    run.mkdir(parents=True)
+    (run / "XDATCAR.gz").write_bytes(xdatcar.read_bytes())
+    (run / "INCAR").write_text("SYSTEM = ignored for a folder\nPOTIM = 2\nNBLOCK = 5\nTEBEG = 600\n")
+    info = inspect_source(run)
+    assert info["name"] == "LGPS_600K" and info["timestep_fs"] == 10 and info["temperature_K"] == 600
+    assert inspect_source(run / "XDATCAR.gz")["name"] == "LGPS_600K"
+    assert source_name(run / "XDATCAR.gz", upload=True, system="LGPS 600 K") == "LGPS 600 K"
+    assert source_name(run / "XDATCAR.gz", upload=True, title="Li10 Ge P2 S12") == "Li10 Ge P2 S12"
+    assert display_path(run / "XDATCAR.gz", [root]) == "LGPS_600K/XDATCAR.gz"
+    assert display_path(run, [root, tmp_path / "other"]) == "sims/LGPS_600K"
+    assert list_server_simulations([root]) == [{"label": "LGPS_600K", "value": "LGPS_600K"}]
+    assert resolve_server_path("LGPS_600K", [root]) == run.resolve()
