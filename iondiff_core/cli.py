@@ -127,7 +127,7 @@ def _run_analyze(args) -> int:
     result = pipeline.analyze(
         args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs, type_map=args.type_map
     )
-    doc = result.to_dict()
+    doc = report.with_provenance(result.to_dict(), result)
     doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
     if args.out:
         _write_atomic(Path(args.out), report.dumps(doc))
@@ -198,7 +198,7 @@ def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, 
         result = pipeline.analyze(
             path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map
         )
-        doc = result.to_dict()
+        doc = report.with_provenance(result.to_dict(), result)
         _write_atomic(Path(out_json), report.dumps(doc))
         row = {"path": path, "error": "", **summary_row(doc)}
     except InputError as exc:

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from iondiff_core import provenance
+
 HOP_COLUMNS = ("ion", "atom", "start", "end", "length_A", "duration_ps", "open_ended", "resolved", "group")
 
 
@@ -105,6 +107,28 @@ def result_to_dict(result) -> dict:
         "warnings": result.warnings,
     }
     return _clean(doc)
+
+
+def with_provenance(doc: dict, result) -> dict:
+    """``doc`` with its reproducibility record (``provenance``: input file hashes, every
+    parameter, seeds, software versions)."""
+    rec = provenance.record(doc, result.params, {"sha256": result.prep.digest, "files": _input_files(result.prep.trajectory.source)})
+    return {**doc, "provenance": _clean(rec)}
+
+
+def _input_files(source: str) -> list[dict]:
+    """Name, size and SHA-256 of the input file and the INCAR beside it, when on disk."""
+    from pathlib import Path
+
+    try:
+        p = Path(source) if source else None
+        if p is None or not p.is_file():
+            return []
+        files = provenance.input_files(p)
+        incar = p.parent / "INCAR"
+        return files + (provenance.input_files(incar) if incar.is_file() else [])
+    except OSError:
+        return []
 
 
 def dumps(doc: dict) -> str:

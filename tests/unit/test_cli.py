@@ -44,6 +44,9 @@ def test_analyze_writes_the_json_contract(run_folder, tmp_path, capsys):
     assert set(c) >= {"observed_fraction", "null_mean", "null_ci95", "excess", "p_value", "replicas", "verdict"}
     assert c["verdict"] == "beyond_chance" and c["replicas"] == 200 and c["observed_fraction"] == 5 / 7
     assert doc["excursions"] == [] and not any(h["open_ended"] for h in hops)
+    prov = doc["provenance"]
+    assert {f["name"] for f in prov["input"]["files"]} == {"XDATCAR.gz", "INCAR"} and prov["seeds"]["seed"] == 0
+    assert prov["parameters"] == doc["parameters"] and "numpy" in prov["software"]
     assert doc["parameters"]["r_vib_A"] == 0.5 and doc["parameters"]["silhouette_threshold"] == 0.7
     assert doc["descriptors"]["D_tracer_cm2_s"] > 0
     rows = list(csv.DictReader(open(tmp_path / "h.csv")))
