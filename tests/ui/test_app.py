@@ -232,6 +232,10 @@ def test_controls_stay_in_view_show_values_reset_and_redraw_only_their_views(das
     assert dash_duo.find_element("#r-vib-input").get_attribute("value") == "0.5"
     until(dash_duo, lambda: dash_duo.find_element("#ref-quantile-input").get_attribute("disabled"), 10)
     until(dash_duo, lambda: plot_js(dash_duo, "graph-pdf", "g._fullData[0].x.length") == 20)
+    # On a 4K screen the figure takes the width and the controls stay beside it.
+    set_viewport(dash_duo, 3840, 2160)
+    until(dash_duo, lambda: plot_js(dash_duo, "graph-pdf", "g._fullLayout.width") > 2500, 10)
+    assert in_view("#n-max") and in_view("#reset-sliders")
 
 
 def test_groups_are_categorical_and_selectable_from_every_view(dash_duo, sims, tmp_path):
