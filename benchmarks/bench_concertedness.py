@@ -82,10 +82,10 @@ def at_scale(n_ions=1000, n_frames=100_000, hops_per_ion=50):
     rows = []
     for label, f in [
         ("random reference (100 repetitions)", lambda: corr_mod.random_reference(sig, n_frames, 100, 0)),
-        ("groups (overlapping pairs only)", lambda: corr_mod.correlate(hops, n_frames, 0.0, dense=False)),
+        ("groups (overlapping pairs only)", lambda: corr_mod.correlate(hops, n_frames, 0.0)),
         ("null model (200 replicas)", lambda: corr_mod.null_replicas(hops, sig, n_frames, 0.0, 200, 0)),
         ("pdf of n with bootstrap", lambda: distribution.n_distribution(
-            corr_mod.correlate(hops, n_frames, 0.0, dense=False).sizes)),
+            corr_mod.correlate(hops, n_frames, 0.0).sizes)),
     ]:
         tracemalloc.start()
         _, t = timed(f)

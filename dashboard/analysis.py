@@ -98,7 +98,12 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
             f"{name or source.name}: {traj.n_frames} frames is too short for the method: vibration centres are found by "
             f"clustering each ion's positions over the run, which needs at least {MIN_FRAMES} frames"
         )
-    session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K)
+    blocks = None
+    if cfg.redis_url:  # a lab deployment: the clustering's ion blocks go to every Celery worker
+        from dashboard.celery_app import CeleryBlockMap
+
+        blocks = CeleryBlockMap(cfg.stages)
+    session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
     result = session.result(params, each)
     doc = result.to_dict()
     name = name or run_name(source)

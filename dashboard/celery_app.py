@@ -15,8 +15,13 @@ it cannot be told from a job that is still running.
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
+import time
+import uuid
+from pathlib import Path
 
 from celery import Celery, Task
 
@@ -103,6 +108,177 @@ def analyse_into_library(path: str, params: dict, timestep_fs=None, temperature_
     from pathlib import Path
 
     return run_analysis(Config.from_env(), Path(path), Parameters.from_dict(params), timestep_fs, temperature_K, name=name)
+
+
+# --------------------------------------------------------------------------- ion blocks
+CLAIM_TTL_S = TIME_LIMIT_S + 900
+#: Ions per block of a distributed clustering (0: the engine's default, see cluster_ions).
+BLOCK_IONS = int(os.environ.get("IONDIFF_BLOCK_IONS", 0)) or None
+_blocks_log = logging.getLogger("iondiff.blocks")
+
+
+def _block_function(ref: str):
+    """The block function named ``module:name``; only the engine's (a message cannot
+    make a worker call anything else)."""
+    module, _, name = ref.partition(":")
+    if not module.startswith("iondiff_core.") or not name.isidentifier():
+        raise ValueError(f"not an engine block function: {ref!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def _claim(key: str, owner: str) -> bool:
+    """Take (or confirm holding) the claim on a block, so that it is computed once: by the
+    job that claimed it, or by that same job when Celery redelivers it after its worker died."""
+    client = getattr(celery_app.backend, "client", None)
+    if client is None:
+        return True
+    name = f"iondiff-claim-{key}"
+    for _ in range(3):
+        if client.set(name, owner, nx=True, ex=CLAIM_TTL_S):
+            return True
+        held = client.get(name)
+        if held is not None:
+            return held.decode() == owner
+    return False
+
+
+def _holder(key: str) -> str | None:
+    """The job id (or ``caller-...``) holding the claim on a block, if any."""
+    client = getattr(celery_app.backend, "client", None)
+    held = client.get(f"iondiff-claim-{key}") if client is not None else None
+    return held.decode() if held is not None else None
+
+
+def _compute_block(ref: str, args: list, store, key: str, who: str) -> None:
+    """Compute a block whose claim is held, save it, release the claim (so that the block
+    is computed again if it failed or if the stage store is emptied later)."""
+    try:
+        if not store.path(key).exists():  # else saved by the previous holder meanwhile
+            _blocks_log.info("ion block %s started by %s", key, who)
+            store.save(key, _block_function(ref)(*args))
+            _blocks_log.info("ion block %s computed by %s", key, who)
+    finally:  # not reached when the process is killed: the redelivered job takes the claim back
+        _release(key)
+
+
+def _release(key: str) -> None:
+    client = getattr(celery_app.backend, "client", None)
+    if client is not None:
+        client.delete(f"iondiff-claim-{key}")
+
+
+@celery_app.task(name="iondiff.run_block", bind=True)
+def run_block(self, ref: str, args: list, store_dir: str, key: str) -> str:
+    """One ion block of :class:`CeleryBlockMap`: its result goes to the shared stage store
+    under ``key``; only the key comes back through Redis."""
+    from iondiff_core.pipeline import StageCache
+
+    store = StageCache(store_dir)
+    if store.path(key).exists():
+        return key  # done before (a worker died after saving it, or another caller ran it)
+    if _claim(key, self.request.id):
+        _compute_block(ref, args, store, key, f"worker {self.request.hostname}")
+    return key
+
+
+class CeleryBlockMap:
+    """Block executor of :func:`iondiff_core.centres.cluster_ions` on the Celery workers.
+
+    Each block is a job (:func:`run_block`) whose result is saved in the stage store
+    shared by every machine (``store_dir``), under a key that hashes the block's function
+    and arguments; blocks already there are not computed again. The caller waits by
+    polling the store (never ``AsyncResult.get`` inside a job), and with ``help=True``
+    computes blocks no worker has claimed yet: an analysis that itself runs on a worker
+    then never waits for a free slot (no deadlock with every slot busy).
+
+    A block whose worker process dies is redelivered by Celery (acks late), its claim
+    still held by the same job id, at most ``IONDIFF_MAX_ATTEMPTS`` times; a block that
+    fails is an error of the whole call, naming the block. ``block_ions``: ions per
+    block (default ``IONDIFF_BLOCK_IONS``, else the engine's choice).
+    """
+
+    def __init__(
+        self, store_dir, help: bool = True, block_ions: int | None = BLOCK_IONS,
+        poll_s: float = 0.1, timeout_s: float = TIME_LIMIT_S,
+    ):
+        self.store_dir = str(Path(store_dir).resolve())
+        self.block_ions = block_ions
+        self.help = help
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+
+    def __call__(self, fn, blocks, done=None) -> list:
+        from celery import current_task
+
+        from iondiff_core.pipeline import StageCache
+
+        ref = f"{fn.__module__}:{fn.__qualname__}"
+        _block_function(ref)
+        try:
+            args = [json.loads(json.dumps(list(b))) for b in blocks]
+        except TypeError as exc:
+            raise TypeError(f"block arguments must be plain (paths, numbers, dicts) for Redis: {exc}") from None
+        store = StageCache(self.store_dir)
+        keys = [StageCache.key("block", {"fn": ref, "args": a}) for a in args]
+        task = current_task
+        # Stable across redelivery of the calling job, so it can take back its own claims.
+        owner = f"caller-{task.request.id}" if task and task.request.id else f"caller-{uuid.uuid4()}"
+        out: list = [None] * len(blocks)
+        jobs = {
+            k: run_block.apply_async((ref, args[k], self.store_dir, keys[k]))
+            for k in range(len(blocks))
+            if not store.path(keys[k]).exists()
+        }
+        pending = list(range(len(blocks)))
+        end, polls, theirs = time.monotonic() + self.timeout_s, 0, set()
+        try:
+            while pending:
+                for k in [k for k in pending if store.path(keys[k]).exists()]:
+                    out[k] = store.load(keys[k])
+                    if out[k] is None:
+                        raise RuntimeError(f"ion block {k + 1} of {len(blocks)}: unreadable result in {self.store_dir}")
+                    pending.remove(k)
+                    if done is not None:
+                        done(k)
+                if not pending:
+                    break
+                if self.help:  # take the last block nobody has claimed (workers start from the first)
+                    mine = None
+                    for k in reversed(pending):
+                        if k not in theirs:
+                            if _claim(keys[k], owner):
+                                mine = k
+                                break
+                            theirs.add(k)  # a job holds it; if its worker dies, the job is redelivered
+                    if mine is not None:
+                        _compute_block(ref, args[mine], store, keys[mine], f"caller {owner}")
+                        continue
+                polls += 1
+                for k in pending if polls % 10 == 0 else ():  # a failed job: about once a second
+                    # Ours, or the one holding the claim (e.g. sent by an earlier run of this caller).
+                    holder = _holder(keys[k])
+                    ids = {jobs[k].id} if k in jobs else set()
+                    if holder and not holder.startswith("caller-"):
+                        ids.add(holder)
+                    for job in map(celery_app.AsyncResult, ids):
+                        if job.state == "FAILURE":
+                            _release(keys[k])  # a later run may try this block again
+                            exc = job.result
+                            raise RuntimeError(
+                                f"ion block {k + 1} of {len(blocks)} failed on a worker: {type(exc).__name__}: {exc}"
+                            )
+                if time.monotonic() > end:
+                    raise TimeoutError(
+                        f"{len(pending)} ion block(s) not done after {self.timeout_s:.0f} s: are the workers running?"
+                    )
+                time.sleep(self.poll_s)
+        finally:
+            # Jobs not started yet (their blocks were done here) need not occupy a worker.
+            waiting = [job.id for job in jobs.values() if not job.ready()]
+            if waiting:
+                celery_app.control.revoke(waiting)
+            jobs.clear()  # unsubscribe from their results now, while Redis is there
+        return out
 
 
 def submit_batch(jobs, params: dict, cache_dir, timestep_fs, temperature_K, progress=None, timeout_s: float = 24 * 3600) -> list[dict]:

@@ -15,8 +15,10 @@ gives an exact O(T K) closed form (:func:`squared_silhouette`).
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -65,6 +67,14 @@ class Clustering:
             "centres": np.concatenate([np.concatenate(c.centres) for c in self.ions if c.centres] or [np.zeros((0, 3))]),
             "kind": np.array(self.silhouette_kind),
         }
+
+    @classmethod
+    def concatenate(cls, parts: list["Clustering"]) -> "Clustering":
+        """The clustering of consecutive blocks of ions, in order (one silhouette kind)."""
+        kinds = {p.silhouette_kind for p in parts}
+        if len(kinds) != 1:
+            raise ValueError(f"cannot join clusterings of silhouette kinds {sorted(kinds)}")
+        return cls(np.concatenate([p.atoms for p in parts]), [i for p in parts for i in p.ions], kinds.pop())
 
     @classmethod
     def from_arrays(cls, a) -> "Clustering":
@@ -197,54 +207,130 @@ def count_dwell_sites(x: np.ndarray, cell_A: float = 0.5) -> int:
 
 
 def cluster_ions(
-    positions_A: np.ndarray,
+    positions_A: np.ndarray | str | os.PathLike,
     atoms: np.ndarray,
     params: Parameters,
     timestep_fs: float | None = None,
     progress=None,
     n_jobs: int = 1,
+    map_blocks=None,
+    block_ions: int | None = None,
 ) -> Clustering:
-    """Cluster every mobile ion. ``positions_A``: unwrapped (T, N_mobile, 3), Å.
+    """Cluster every mobile ion.
 
-    Positions are first averaged over ``params.denoise_fs`` (needs ``timestep_fs``).
-    ``progress(done, total)`` is called as ions finish. ``n_jobs`` > 1 clusters ions in
-    that many processes (not from inside a daemonic process, e.g. a Celery prefork
-    worker, where it runs sequentially); the result does not depend on it.
+    Parameters
+    ----------
+    positions_A : ndarray (T, N_mobile, 3) or path
+        Unwrapped positions in Å, or the path of the ion-major ``.npy`` (N_mobile, T, 3)
+        that :func:`write_ion_major` wrote (read memory-mapped: a block reads its ions only).
+    progress : callable, optional
+        ``progress(done, total)``, called as ions finish.
+    n_jobs : int
+        Without ``map_blocks``: > 1 clusters blocks of ions in that many processes (not
+        from inside a daemonic process, e.g. a Celery prefork worker, where it runs
+        sequentially).
+    map_blocks : callable, optional
+        The block executor: ``map_blocks(fn, blocks, done)`` returns ``[fn(*b) for b in
+        blocks]`` in order, computed anywhere, and calls ``done(k)`` as block k finishes.
+        ``fn`` is the module-level :func:`cluster_block`; it returns a dict of arrays. When
+        ``positions_A`` is a path the arguments are plain (path, ints, a dict), so the
+        blocks may run on other machines (``dashboard.celery_app.CeleryBlockMap``).
+    block_ions : int, optional
+        Ions per block. Default: 4 blocks per process; with ``map_blocks``, its attribute
+        ``block_ions`` if set, else at most 64 blocks of at least 10^5 ion-frames each.
+
+    Positions are first averaged over ``params.denoise_fs`` (needs ``timestep_fs``). The
+    result does not depend on ``n_jobs``, ``map_blocks`` or ``block_ions``.
     """
     window = denoise_window(params.denoise_fs, timestep_fs)
-    x = positions_A
-    n = x.shape[1]
-    if n_jobs > 1 and n > 1 and not multiprocessing.current_process().daemon:
-        return Clustering(np.asarray(atoms), _cluster_parallel(x, params, window, progress, min(n_jobs, n)), params.silhouette)
-    ions = []
-    for i in range(n):
-        # Averaged one ion at a time: no second copy of every trajectory in memory.
-        ions.append(cluster_ion(denoise(x[:, i, :], window), params))
-        if progress is not None:
-            progress(i + 1, n)
-    return Clustering(np.asarray(atoms), ions, params.silhouette)
-
-
-def _cluster_chunk(x: np.ndarray, params: Parameters, window: int) -> list[IonClustering]:
-    return [cluster_ion(denoise(x[:, i, :], window), params) for i in range(x.shape[1])]
-
-
-def _cluster_parallel(x: np.ndarray, params: Parameters, window: int, progress, n_jobs: int) -> list[IonClustering]:
-    n = x.shape[1]
-    # Small chunks keep the progress bar moving and the two cores evenly loaded.
-    bounds = np.linspace(0, n, min(n, 4 * n_jobs) + 1).astype(int)
-    chunks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    out: list = [None] * len(chunks)
-    done = 0
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_cluster_chunk, np.ascontiguousarray(x[:, a:b]), params, window): k for k, (a, b) in enumerate(chunks)}
-        for fut in as_completed(futures):
-            k = futures[fut]
-            out[k] = fut.result()
-            done += chunks[k][1] - chunks[k][0]
+    atoms = np.asarray(atoms)
+    on_disk = isinstance(positions_A, (str, os.PathLike))
+    x = np.load(positions_A, mmap_mode="r") if on_disk else positions_A
+    n = x.shape[0] if on_disk else x.shape[1]
+    parallel = n_jobs > 1 and n > 1 and not multiprocessing.current_process().daemon
+    if n == 0 or (map_blocks is None and not parallel):
+        ions = []
+        for i in range(n):
+            # Averaged one ion at a time: no second copy of every trajectory in memory.
+            ions.append(cluster_ion(denoise(x[i] if on_disk else x[:, i, :], window), params))
             if progress is not None:
-                progress(done, n)
-    return [ion for chunk in out for ion in chunk]
+                progress(i + 1, n)
+        return Clustering(np.asarray(atoms), ions, params.silhouette)
+    if map_blocks is None:
+        map_blocks = ProcessPoolMap(min(n_jobs, n))
+        # Small blocks keep the progress bar moving and the processes evenly loaded.
+        block_ions = block_ions or -(-n // min(n, 4 * n_jobs))
+    # At most 64 blocks, each of at least 10^5 ion-frames (a few tenths of a second):
+    # enough to share among workers, few enough that the per-job overhead stays small.
+    t = x.shape[1] if on_disk else x.shape[0]
+    block_ions = block_ions or getattr(map_blocks, "block_ions", None) or max(-(-n // 64), -(-100_000 // max(t, 1)))
+    bounds = list(range(0, n, block_ions)) + [n]
+    spans = list(zip(bounds[:-1], bounds[1:]))
+    settings = params.to_dict()
+    blocks = []
+    for a, b in spans:
+        ids = [int(v) for v in atoms[a:b]]
+        if on_disk:
+            blocks.append((str(positions_A), a, b, ids, settings, window))
+        else:  # ion-major, as cluster_block reads it
+            blocks.append((np.ascontiguousarray(np.moveaxis(x[:, a:b], 1, 0)), 0, b - a, ids, settings, window))
+    finished = [0]
+
+    def done(k):
+        finished[0] += spans[k][1] - spans[k][0]
+        if progress is not None:
+            progress(finished[0], n)
+
+    results = map_blocks(cluster_block, blocks, done)
+    return Clustering.concatenate([Clustering.from_arrays(r) for r in results])
+
+
+def cluster_block(source, start: int, stop: int, atoms: list, params: dict, window: int) -> dict[str, np.ndarray]:
+    """Cluster ions ``start:stop`` of ion-major positions (N, T, 3) in Å: ``source`` is the
+    array or the path of the ``.npy`` (opened memory-mapped). ``params`` is
+    :meth:`Parameters.to_dict`; the result is :meth:`Clustering.to_arrays` of the block."""
+    x = np.load(source, mmap_mode="r") if isinstance(source, (str, os.PathLike)) else source
+    p = Parameters.from_dict(params)
+    ions = [cluster_ion(denoise(x[i], window), p) for i in range(start, stop)]
+    return Clustering(np.asarray(atoms, dtype=int), ions, p.silhouette).to_arrays()
+
+
+class ProcessPoolMap:
+    """The local block executor: ``n_jobs`` spawned processes (see :func:`cluster_ions`)."""
+
+    def __init__(self, n_jobs: int):
+        self.n_jobs = n_jobs
+
+    def __call__(self, fn, blocks, done=None) -> list:
+        out: list = [None] * len(blocks)
+        with ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(fn, *b): k for k, b in enumerate(blocks)}
+            for fut in as_completed(futures):
+                k = futures[fut]
+                out[k] = fut.result()
+                if done is not None:
+                    done(k)
+        return out
+
+
+def write_ion_major(positions_A: np.ndarray, path: str | os.PathLike) -> None:
+    """Save positions (T, N, 3) as an ion-major ``.npy`` (N, T, 3), same dtype, so that a
+    block of ions is one contiguous read. Written about 16 MB at a time (no second full
+    copy in memory) under a temporary name, then renamed: readers never see half a file."""
+    t, n = positions_A.shape[:2]
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=positions_A.dtype, shape=(n, t, 3))
+        step = max(1, (16 << 20) // max(1, t * 3 * positions_A.dtype.itemsize))
+        for a in range(0, n, step):
+            out[a : a + step] = np.moveaxis(positions_A[:, a : a + step], 1, 0)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def select(clustering: Clustering, positions_A: np.ndarray, threshold: float, min_separation_A: float = 0.0) -> Centres:

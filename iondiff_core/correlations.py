@@ -23,11 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 from scipy.stats import norm
 
 from iondiff_core.distribution import percolates
 from iondiff_core.hops import Hops
-from iondiff_core.trajectory import minimum_image
+from iondiff_core.trajectory import minimum_image, periodic_images
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 #: Above this many events the dense matrix (for display only) is not formed.
@@ -45,6 +46,8 @@ MIN_NULL_REPLICAS = 20
 def replicas_for(requested: int, n_hops: int, minimum: int = 1) -> int:
     """Repetitions within :data:`EVENT_BUDGET` for ``n_hops`` events (never above ``requested``)."""
     return int(min(requested, max(minimum, EVENT_BUDGET // max(n_hops, 1))))
+#: Up to this many hops, :class:`SpatialPairs` keeps a hops x hops boolean table.
+_TABLE_LIMIT = 8000
 #: Width rules of the events (see :func:`event_sigmas`).
 WIDTH_RULES = ("duration", "padded")
 
@@ -234,8 +237,6 @@ class Correlations:
 
     Attributes
     ----------
-    matrix : ndarray (H, H) or None
-        Pearson correlations between events, for display (None past ``DENSE_LIMIT``).
     level : float
         Reference level; a pair is concerted when it overlaps (C > 0) and C > level.
     edges : ndarray (E, 2)
@@ -244,13 +245,27 @@ class Correlations:
         Group label of each event, groups numbered by their first hop's start.
     order : ndarray (H,)
         Events reordered by group (paper Fig. 3b): ``matrix[order][:, order]``.
+    events : Events
+        The smoothed events; ``matrix`` (display only) is formed from them on demand.
     """
 
-    matrix: np.ndarray | None
     level: float
     edges: np.ndarray
     group_of: np.ndarray
     order: np.ndarray
+    events: Events | None = None  # for the display matrix, formed on first access
+
+    @property
+    def matrix(self) -> np.ndarray | None:
+        """Dense Pearson matrix (display only; None past ``DENSE_LIMIT`` events)."""
+        if not hasattr(self, "_matrix"):
+            ev = self.events
+            h = len(self.group_of)
+            if h == 0:
+                self._matrix = np.zeros((0, 0))
+            else:
+                self._matrix = pearson_matrix(ev.mids, ev.sigmas, ev.n_frames) if ev is not None and h <= DENSE_LIMIT else None
+        return self._matrix
 
     @property
     def groups(self) -> list[np.ndarray]:
@@ -292,11 +307,41 @@ def event_sigmas(hops: Hops, width_factor: float = 1.0, rule: str = "padded") ->
     return frames * width_factor * FWHM_TO_SIGMA
 
 
-def concerted_pairs(
-    ev: Events, level: float, hops: Hops | None = None, cell=None, pair_distance_A: float | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j) that overlap and exceed ``level``, with their C; optionally also
-    within ``pair_distance_A`` in space (``hops`` gives the events' centres modulo len(hops))."""
+class SpatialPairs:
+    """The hop pairs whose start or end centres lie within ``distance_A`` of one another
+    (any of the four combinations, minimum image), found once with a k-d tree over the
+    periodic images of the centres, then looked up for any event pairs (events are hops
+    modulo ``len(hops)``, so null replicas share the lookup)."""
+
+    def __init__(self, hops: Hops, cell: np.ndarray, distance_A: float):
+        self.h = h = max(len(hops), 1)
+        ends = np.concatenate([hops.origin_A, hops.target_A])  # point p belongs to hop p % H
+        images, owner = periodic_images(ends, cell)
+        frac = ends @ np.linalg.inv(np.asarray(cell, float))
+        base = cKDTree((frac - np.floor(frac)) @ np.asarray(cell, float))
+        m = base.sparse_distance_matrix(cKDTree(images), distance_A, output_type="ndarray")
+        a, b = m["i"] % h, owner[m["j"]] % h
+        if h <= _TABLE_LIMIT:  # a boolean table (at most 64 MB) is the fastest lookup
+            self.table = np.zeros((h, h), bool)
+            self.table[a, b] = True
+            self.table[b, a] = True
+        else:
+            self.table = None
+            self.keys = np.unique(np.minimum(a, b).astype(np.int64) * h + np.maximum(a, b))
+
+    def close(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """True for the event pairs (i, j) whose hops come within the distance."""
+        a, b = i % self.h, j % self.h
+        if self.table is not None:
+            return self.table[a, b]
+        key = np.minimum(a, b).astype(np.int64) * self.h + np.maximum(a, b)
+        pos = np.clip(np.searchsorted(self.keys, key), 0, max(len(self.keys) - 1, 0))
+        return (self.keys[pos] == key) if len(self.keys) else np.zeros(len(key), bool)
+
+
+def concerted_pairs(ev: Events, level: float, near: SpatialPairs | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j) that overlap and exceed ``level``, with their C; with ``near``, only
+    those whose hops also come close in space."""
     reach = reach_frames(ev.sigmas, ev.n_frames)
     # Work on the events sorted in time: a pair's two events sit close in memory.
     order = np.argsort(ev.mids - reach, kind="stable")
@@ -306,10 +351,9 @@ def concerted_pairs(
     keep = c > max(float(level), 0.0)
     i, j, c = order[a[keep]], order[b[keep]], c[keep]
     i, j = np.minimum(i, j), np.maximum(i, j)
-    if pair_distance_A is not None and len(i):
-        h = len(hops)
-        near = close_pairs(hops, np.stack([i % h, j % h], axis=1), cell, pair_distance_A)
-        i, j, c = i[near], j[near], c[near]
+    if near is not None and len(i):
+        keep = near.close(i, j)
+        i, j, c = i[keep], j[keep], c[keep]
     return i, j, c
 
 
@@ -321,34 +365,27 @@ def correlate(
     cell: np.ndarray | None = None,
     pair_distance_A: float | None = None,
     width_rule: str = "padded",
-    dense: bool | None = None,
+    near: "SpatialPairs | None" = None,
 ) -> Correlations:
     """Concerted pairs (overlapping, C > level) and their connected components.
 
     With ``pair_distance_A`` (and the ``cell``), a correlated pair must also come within
-    that distance in space (see :func:`close_pairs`). ``dense`` forms the full matrix for
-    display (default: up to ``DENSE_LIMIT`` events); the groups never depend on it.
+    that distance in space (see :class:`SpatialPairs`; ``near`` passes one already built).
+    The dense matrix (display only) is
+    formed when first asked for; the groups never depend on it.
     """
     h = len(hops)
     if h == 0:
         z = np.zeros(0, int)
-        return Correlations(np.zeros((0, 0)), level, np.zeros((0, 2), int), z, z)
+        return Correlations(level, np.zeros((0, 2), int), z, z)
     sig = event_sigmas(hops, width_factor, width_rule)
     ev = Events(hops.mid_frame.astype(float), sig, n_frames)
-    i, j, _ = concerted_pairs(ev, level, hops, cell, pair_distance_A)
+    if near is None and pair_distance_A is not None:
+        near = SpatialPairs(hops, cell, pair_distance_A)
+    i, j, _ = concerted_pairs(ev, level, near)
     edges = np.stack([i, j], axis=1)
-    matrix = pearson_matrix(ev.mids, sig, n_frames) if (dense if dense is not None else h <= DENSE_LIMIT) else None
     group_of, order = _components(edges, hops)
-    return Correlations(matrix, level, edges, group_of, order)
-
-
-def close_pairs(hops: Hops, pairs: np.ndarray, cell: np.ndarray, distance_A: float) -> np.ndarray:
-    """True for the pairs (h, k) whose start or end centres lie within ``distance_A``
-    of one another (any of the four combinations, minimum image)."""
-    ends = np.stack([hops.origin_A, hops.target_A], axis=1)  # (H, 2, 3)
-    a, b = ends[pairs[:, 0]], ends[pairs[:, 1]]
-    d = np.linalg.norm(minimum_image(a[:, :, None, :] - b[:, None, :, :], cell), axis=-1)
-    return d.reshape(len(pairs), -1).min(axis=1) < distance_A
+    return Correlations(level, edges, group_of, order, ev)
 
 
 def _labels(edges_i: np.ndarray, edges_j: np.ndarray, n: int) -> np.ndarray:
@@ -444,6 +481,7 @@ def null_replicas(
     seed: int = 0,
     cell: np.ndarray | None = None,
     pair_distance_A: float | None = None,
+    near: "SpatialPairs | None" = None,
 ) -> np.ndarray:
     """Group sizes of every null replica, as an (R, H + 1) table: entry [r, n] = groups
     of size n in replica r (column 0 unused).
@@ -460,6 +498,8 @@ def null_replicas(
     rng = np.random.default_rng(seed)
     n_ions = int(hops.ion.max()) + 1 if h else 0
     rows = []
+    if near is None and pair_distance_A is not None and h:
+        near = SpatialPairs(hops, cell, pair_distance_A)
     per_batch = max(1, _BATCH_EVENTS // max(h, 1))
     for r0 in range(0, replicas, per_batch):
         r = min(per_batch, replicas - r0)
@@ -469,7 +509,7 @@ def null_replicas(
         shift = rng.integers(0, n_frames, size=(r, n_ions))
         mids = np.mod(hops.mid_frame[None, :] + shift[:, hops.ion], n_frames)
         ev = Events(*_stack_replicas(mids, sigmas, n_frames), n_frames)
-        i, j, _ = concerted_pairs(ev, level, hops, cell, pair_distance_A)
+        i, j, _ = concerted_pairs(ev, level, near)
         labels = _labels(i, j, r * h)
         sizes = np.bincount(labels)
         replica_of_label = np.zeros(len(sizes), int)

@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 from scipy.stats import spearmanr
 
 from iondiff_core.errors import InputError
 from iondiff_core import transport
-from iondiff_core.trajectory import minimum_image
+from iondiff_core.trajectory import periodic_images
 from iondiff_core.transport import A2_PS_TO_CM2_S, arrhenius, dilute_limit_hop_frequency_THz
 
 
@@ -370,11 +371,16 @@ def metastable_centres(prep, centres, distance_A: float = 1.0, reference: str | 
     """Per ion, a bool per centre: farther than ``distance_A`` from every reference site."""
     sites = reference_sites_A(prep, reference)
     cell = prep.trajectory.cells[0]
-    out = []
-    for mu in centres.centres:
-        d = np.linalg.norm(minimum_image(mu[:, None, :] - sites[None, :, :], cell), axis=-1)
-        out.append(d.min(axis=1) > distance_A)
-    return out
+    mu = np.concatenate([np.asarray(m, float).reshape(-1, 3) for m in centres.centres]) if len(centres.centres) else np.zeros((0, 3))
+    if len(sites) == 0:
+        far = np.ones(len(mu), bool)
+    else:
+        # Nearest periodic image of any site, for every centre of every ion at once.
+        images, _ = periodic_images(sites, cell)
+        frac = mu @ np.linalg.inv(cell)
+        d, _ = cKDTree(images).query((frac - np.floor(frac)) @ cell, k=1, distance_upper_bound=distance_A)
+        far = ~(d <= distance_A)
+    return np.split(far, np.cumsum([len(m) for m in centres.centres])[:-1])
 
 
 def residence_times_frames(hops, metastable: list[np.ndarray]) -> np.ndarray:

@@ -121,11 +121,20 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None) -> 
 
 
 def clustering_stage(
-    prep: Prepared, params: Parameters, cache: StageCache | None = None, progress: Progress | None = None, n_jobs: int = 1
+    prep: Prepared,
+    params: Parameters,
+    cache: StageCache | None = None,
+    progress: Progress | None = None,
+    n_jobs: int = 1,
+    map_blocks=None,
 ) -> centres_mod.Clustering:
     """k-means of every mobile ion for every K (the expensive stage), cached on disk.
 
-    ``n_jobs``: processes for the clustering (the result does not depend on it).
+    ``n_jobs``: processes for the clustering. ``map_blocks``: a block executor (see
+    :func:`~iondiff_core.centres.cluster_ions`), e.g. Celery workers on other machines;
+    it needs ``cache`` on a folder they share: the positions are written there once as
+    an ion-major ``.npy`` that each block reads memory-mapped. The result depends on
+    neither.
     """
     key = StageCache.key("clustering", {"digest": prep.digest, **params.clustering_key(), "species": prep.species})
     if cache is not None and (hit := cache.load(key)) is not None:
@@ -137,7 +146,17 @@ def clustering_stage(
         _report(progress, "clustering", done / total, f"clustering ion {done} of {total}")
 
     _report(progress, "clustering", 0.0, f"clustering {n} {prep.species} ions")
-    result = centres_mod.cluster_ions(prep.positions_A, prep.atoms, params, prep.trajectory.timestep_fs, each, n_jobs)
+    positions = prep.positions_A
+    if map_blocks is not None:
+        if cache is None:
+            raise ValueError("map_blocks needs a stage cache folder that the block workers share")
+        which = {"digest": prep.digest, "species": prep.species, "remove_drift": params.remove_drift}
+        pkey = StageCache.key("positions", which)
+        positions = cache.folder.resolve() / f"{pkey}.npy"
+        if not positions.exists():
+            centres_mod.write_ion_major(prep.positions_A, positions)
+    timestep = prep.trajectory.timestep_fs
+    result = centres_mod.cluster_ions(positions, prep.atoms, params, timestep, each, n_jobs, map_blocks)
     if cache is not None:
         cache.save(key, result.to_arrays())
     return result
@@ -204,25 +223,28 @@ class Result:
         return result_to_dict(self)
 
 
-class ReferenceCache:
-    """In-memory memo of random references (they depend only on widths and length)."""
+class Memo:
+    """Small in-memory memo of derived results keyed by the arrays and values they depend
+    on (random references, spatial pair sets, null replicas), so a slider move that does
+    not change them does not recompute them."""
 
     def __init__(self, size: int = 32):
-        self._d: dict[str, correlations.Reference] = {}
+        self._d: dict[str, object] = {}
         self.size = size
 
-    def get(self, sigmas: np.ndarray, n_frames: int, params: Parameters) -> correlations.Reference:
-        key = hashlib.sha1(
-            np.round(sigmas, 9).tobytes() + repr((n_frames, params.n_random, params.seed, params.random_width)).encode()
-        ).hexdigest()
+    def get(self, parts: tuple, compute: Callable[[], object]):
+        h = hashlib.sha1()
+        for p in parts:
+            h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
+        key = h.hexdigest()
         if key not in self._d:
             if len(self._d) >= self.size:
                 self._d.pop(next(iter(self._d)))
-            self._d[key] = correlations.random_reference(sigmas, n_frames, params.n_random, params.seed, params.random_width)
+            self._d[key] = compute()
         return self._d[key]
 
 
-_REFERENCES = ReferenceCache()
+_MEMO = Memo()
 
 
 def hop_stage(prep: Prepared, clustering: centres_mod.Clustering, params: Parameters):
@@ -249,14 +271,22 @@ def cheap_stages(
     hops = ha.hops
     t = traj.n_frames
     sig = correlations.event_sigmas(hops, params.width_factor, params.width_rule)
-    ref = _REFERENCES.get(sig, t, params)
+    rand = (t, params.n_random, params.seed, params.random_width)
+    ref = _MEMO.get(("reference", np.round(sig, 9), rand), lambda: correlations.random_reference(sig, t, *rand[1:]))
     level = ref.level(params.reference_level)
     cell = traj.cells[0]
-    corr = correlations.correlate(hops, t, level, params.width_factor, cell, params.pair_distance_A, params.width_rule)
+    near = None
+    if params.pair_distance_A is not None and len(hops):
+        near = _MEMO.get(("near", hops.origin_A, hops.target_A, cell, params.pair_distance_A),
+                         lambda: correlations.SpatialPairs(hops, cell, params.pair_distance_A))
+    corr = correlations.correlate(hops, t, level, params.width_factor, cell, params.pair_distance_A, params.width_rule, near)
     mech = correlations.classify_pairs(hops, corr, cell, params.mechanism_distance_A)
     dist = distribution.n_distribution(corr.sizes, params.n_max, params.seed)
     _report(progress, "hops", 0.5, "null model")
-    null = correlations.null_replicas(hops, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A)
+    null = _MEMO.get(
+        ("null", hops.mid_frame, hops.ion, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A),
+        lambda: correlations.null_replicas(hops, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A, near),
+    )
     conc = correlations.concertedness(corr.sizes, null, params.n_max)
     cons = consistency.check(prep.positions_A, hops)
     meta = descriptors.metastable_centres(prep, cen, params.metastable_distance_A, params.reference_structure)
@@ -293,14 +323,17 @@ def analyze(
     *,
     type_map=None,
     mobile_only: bool = False,
+    map_blocks=None,
 ) -> Result:
     """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file).
 
     ``type_map`` names numeric atom types (``'1=Li,2=P'``); ``mobile_only`` reads only
-    the mobile species, in float32 (see :meth:`Session.open`).
+    the mobile species, in float32; ``map_blocks`` runs the clustering's ion blocks
+    elsewhere (see :meth:`Session.open`).
     """
     session = Session.open(
-        source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs, type_map=type_map, mobile_only=mobile_only
+        source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs,
+        type_map=type_map, mobile_only=mobile_only, map_blocks=map_blocks,
     )
     return session.result(params, progress)
 
@@ -324,13 +357,14 @@ class Session:
     @classmethod
     def open(
         cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1,
-        *, type_map=None, mobile_only=False,
+        *, type_map=None, mobile_only=False, map_blocks=None,
     ) -> "Session":
         """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport.
 
         ``type_map``: species of numeric atom types (LAMMPS, H5MD), ``'1=Li,2=P,...'``.
         ``mobile_only``: read only the mobile species (``params.species``, else the
         default one), as float32 -- the framework is never held; its drift is kept.
+        ``map_blocks``: where the clustering's ion blocks run (see :func:`clustering_stage`).
         """
         params = params or Parameters()
         if isinstance(source, Trajectory):
@@ -348,7 +382,7 @@ class Session:
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         prep = prepare(traj, params)
         cache = StageCache(cache_dir) if cache_dir else None
-        clustering = clustering_stage(prep, params, cache, progress, n_jobs)
+        clustering = clustering_stage(prep, params, cache, progress, n_jobs, map_blocks)
         tr = transport_stage(prep, params, progress)
         return cls(prep, clustering, tr, params)
 

@@ -223,3 +223,14 @@ def minimum_image(vectors_A: np.ndarray, cell: np.ndarray) -> np.ndarray:
     cand = base[..., None, :] + shifts
     best = np.argmin(np.einsum("...kj,...kj->...k", cand, cand), axis=-1)
     return np.take_along_axis(cand, best[..., None, None], axis=-2)[..., 0, :]
+
+
+def periodic_images(points_A: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points (Å) wrapped into the cell and their 27 periodic images, with the index of
+    the point each image belongs to: a k-d tree over them finds minimum-image neighbours."""
+    cell = np.asarray(cell, float)
+    frac = np.asarray(points_A, float) @ np.linalg.inv(cell)
+    frac -= np.floor(frac)
+    shifts = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T
+    images = ((frac[None, :, :] + shifts[:, None, :]) @ cell).reshape(-1, 3)
+    return images, np.tile(np.arange(len(frac)), len(shifts))

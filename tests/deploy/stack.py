@@ -41,18 +41,19 @@ class Stack:
     sims: Path
     procs: dict
 
-    def worker_children(self) -> list[int]:
+    def worker_children(self, name: str = "worker") -> list[int]:
         import psutil
 
-        return [c.pid for c in psutil.Process(self.procs["worker"].pid).children(recursive=True)]
+        return [c.pid for c in psutil.Process(self.procs[name].pid).children(recursive=True)]
 
-    def start_worker(self, concurrency: int = 1, **extra_env) -> None:
-        path = self.data / "worker.log"
+    def start_worker(self, concurrency: int = 1, name: str = "worker", **extra_env) -> None:
+        """Start a Celery worker node ``name@host``, logging to ``<data>/<name>.log``."""
+        path = self.data / f"{name}.log"
         offset = path.stat().st_size if path.exists() else 0
         log = open(path, "ab")
-        self.procs["worker"] = subprocess.Popen(
+        self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "app:celery_app", "worker", "--concurrency", str(concurrency),
-             "--loglevel", "info", "--without-gossip", "--without-mingle"],
+             "-n", f"{name}@%h", "--loglevel", "info", "--without-gossip", "--without-mingle"],
             cwd=ROOT, env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         end = time.time() + 60
@@ -78,8 +79,9 @@ def _stop(p: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurrency: int = 1):
-    """Redis, one Celery worker and gunicorn on free loopback ports; stopped on exit."""
+def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurrency: int = 1, workers: int = 1, **extra_env):
+    """Redis, Celery workers (``worker``, ``worker2``, ...) and gunicorn on free loopback
+    ports, every process with ``extra_env`` set; stopped on exit."""
     redis_port, web_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -88,6 +90,7 @@ def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurren
         "IONDIFF_ROOTS": str(sims),
         "IONDIFF_SECRET_KEY": "test-secret-key",
         "PYTHONPATH": str(ROOT),
+        **extra_env,
     }
     env.pop("IONDIFF_PASSWORD", None)
     procs = {}
@@ -97,7 +100,8 @@ def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurren
     )
     s = Stack(f"http://127.0.0.1:{web_port}", env, data, sims, procs)
     try:
-        s.start_worker(worker_concurrency)
+        for k in range(workers):
+            s.start_worker(worker_concurrency, "worker" if k == 0 else f"worker{k + 1}")
         procs["web"] = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", str(web_workers), "--threads", "2", "--timeout", "120", "-b", f"127.0.0.1:{web_port}", "app:server"],
             cwd=ROOT, env=env, stdout=open(data / "web.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,

@@ -166,13 +166,14 @@ def test_dense_and_sparse_paths_give_the_same_groups():
     syn = make_independent_walkers(n_frames=6000, n_mobile=40, hops_per_ion=12, seed=3)
     h = planted_hops(syn)
     for level in (0.0, 0.1, 0.3):
-        dense = correlate(h, 6000, level, dense=True)
-        sparse_ = correlate(h, 6000, level, dense=False)
-        assert sparse_.matrix is None
+        c = correlate(h, 6000, level)
         iu = np.triu_indices(len(h), 1)
-        from_matrix = np.stack([iu[0], iu[1]], 1)[dense.matrix[iu] > max(level, 0)]
-        assert np.array_equal(from_matrix, dense.edges[np.lexsort((dense.edges[:, 1], dense.edges[:, 0]))])
-        assert np.array_equal(dense.group_of, sparse_.group_of)
+        from_matrix = np.stack([iu[0], iu[1]], 1)[c.matrix[iu] > max(level, 0)]  # the dense path
+        assert np.array_equal(from_matrix, c.edges[np.lexsort((c.edges[:, 1], c.edges[:, 0]))])
+        # Groups of the dense binarised matrix = groups of the sparse pairs.
+        from scipy.sparse.csgraph import connected_components
+        dense_labels = connected_components(c.matrix > max(level, 0), directed=False)[1]
+        assert len(set(zip(dense_labels, c.group_of))) == len(set(dense_labels)) == len(set(c.group_of))
 
 
 def test_groups_do_not_depend_on_the_seed(planted):
@@ -198,7 +199,7 @@ def test_independent_walkers_are_chance_and_the_test_is_calibrated():
         h = planted_hops(syn)
         sig = event_sigmas(h)
         level = random_reference(sig, 20000, 100, seed).level("mean")
-        obs = correlate(h, 20000, level, dense=False)
+        obs = correlate(h, 20000, level)
         conc = concertedness(obs.sizes, null_replicas(h, sig, 20000, level, 200, seed))
         verdicts.append(conc.verdict)
         pvals.append(conc.p_value)
@@ -269,3 +270,25 @@ def test_many_hops_use_fewer_replicas_and_a_normal_p_value():
     conc = concertedness(obs.sizes, table)
     assert conc.replicas == 30 and conc.p_method == "normal" and conc.p_value < 1e-3
     assert conc.verdict == "beyond_chance"
+
+
+@pytest.mark.parametrize("table_limit", [8000, 0])  # boolean table, sorted keys
+def test_spatial_pairs_equal_brute_force_minimum_image(monkeypatch, table_limit):
+    from iondiff_core import correlations
+    from iondiff_core.correlations import SpatialPairs
+
+    monkeypatch.setattr(correlations, "_TABLE_LIMIT", table_limit)
+    from iondiff_core.synthetic import skewed_cell
+    from iondiff_core.trajectory import minimum_image
+
+    rng = np.random.default_rng(4)
+    cell = skewed_cell(12.0, 0.3)
+    origin = rng.uniform(-5, 20, (80, 3))
+    h = make_hops(list(range(80)), [10] * 80, [20] * 80, origin, origin + rng.normal(scale=2, size=(80, 3)))
+    near = SpatialPairs(h, cell, 3.0)
+    i, j = np.triu_indices(80, 1)
+    ends = np.stack([h.origin_A, h.target_A], axis=1)
+    d = np.linalg.norm(minimum_image(ends[i][:, :, None, :] - ends[j][:, None, :, :], cell), axis=-1)
+    brute = d.reshape(len(i), -1).min(axis=1) < 3.0
+    assert brute.sum() > 20 and np.array_equal(near.close(i, j), brute)
+    assert np.array_equal(near.close(i + 80, j + 160), brute)  # events are hops modulo H (null replicas)
