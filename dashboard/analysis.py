@@ -29,8 +29,12 @@ from iondiff_core.pipeline import Session
 from dashboard.config import Config
 from dashboard.storage import Entry, Library, write_atomic
 
+#: Fewer frames than this are refused: each ion's vibration centres are found by
+#: clustering its positions over the run, which needs many frames at every site.
+MIN_FRAMES = 100
+
 #: The parameters the sliders move (cheap stages only).
-SLIDER_FIELDS = ("silhouette_threshold", "r_vib_A", "reference_level", "width_factor", "n_max")
+SLIDER_FIELDS = ("silhouette_threshold", "r_vib_A", "reference_level", "width_factor", "pair_distance_A", "n_max")
 
 
 def file_digest(path: Path, extra: dict) -> str:
@@ -85,12 +89,21 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         if progress:
             progress(fraction, message)
 
+    from iondiff_core.io import read_trajectory
+
+    each("read", 0.0, f"reading {source.name}")
+    traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K)
+    if traj.n_frames < MIN_FRAMES:
+        raise InputError(
+            f"{name or source.name}: {traj.n_frames} frames is too short for the method: vibration centres are found by "
+            f"clustering each ion's positions over the run, which needs at least {MIN_FRAMES} frames"
+        )
     blocks = None
     if cfg.redis_url:  # a lab deployment: the clustering's ion blocks go to every Celery worker
         from dashboard.celery_app import CeleryBlockMap
 
         blocks = CeleryBlockMap(cfg.stages)
-    session = Session.open(source, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
+    session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
     result = session.result(params, each)
     doc = result.to_dict()
     name = name or run_name(source)
@@ -99,7 +112,9 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     write_atomic(out, report.dumps(doc))
     species = result.prep.species
     desc = dict(doc["descriptors"])
-    desc.update({"mean_n": doc["pdf"]["mean_n"], "std_n": doc["pdf"]["std_n"], "pdf_b": doc["pdf"]["b"]})
+    pdf = doc["pdf"]
+    fit = pdf.get("fit") or {}  # the engine's JSON after issue 8 nests the fit (null when there is none)
+    desc.update({"mean_n": pdf.get("mean_n"), "std_n": pdf.get("std_n"), "pdf_b": pdf.get("b", fit.get("b"))})
     entry = library.add(
         name=name,
         material=material_name(source, name),
@@ -167,6 +182,43 @@ def session_for(cfg: Config, entry: Entry) -> Session:
     return s
 
 
+class _ResultCache:
+    """The last few Results by (entry, slider values), computed once per key.
+
+    A slider move fires one callback per view, concurrently; the first computes the
+    cheap stages and the others wait for it on the key's lock instead of repeating them.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._d: OrderedDict[tuple, object] = OrderedDict()
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._d:
+                    return self._d[key]
+            value = compute()
+            with self._lock:
+                self._d[key] = value
+                self._locks.pop(key, None)
+                while len(self._d) > self.size:
+                    self._d.popitem(last=False)
+            return value
+
+
+_RESULTS = _ResultCache()
+
+
 def result_for(cfg: Config, entry: Entry, sliders: dict | None = None):
-    """The full engine Result of an entry at the given slider values."""
-    return session_for(cfg, entry).result(slider_parameters(entry, sliders or {}))
+    """The full engine Result of an entry at the given slider values (memoised in memory)."""
+    params = slider_parameters(entry, sliders or {})
+    key = (entry.id, json.dumps(params.to_dict(), sort_keys=True, default=str))
+    return _RESULTS.get(key, lambda: session_for(cfg, entry).result(params))

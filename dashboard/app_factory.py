@@ -64,6 +64,16 @@ def create_app(data_dir=None, roots=None) -> Dash:
             entry = search.split("entry=")[1].split("&")[0]
         return analyse.layout(cfg, entry)
 
+    @server.get("/docs/<name>.md")
+    def docs(name):
+        """The project's docs (METHOD.md ...), linked from the page's help."""
+        from flask import abort, send_from_directory
+
+        folder = __import__("pathlib").Path(__file__).resolve().parents[1] / "docs"
+        if not (folder / f"{name}.md").is_file():
+            abort(404)
+        return send_from_directory(folder, f"{name}.md", mimetype="text/plain; charset=utf-8")
+
     analyse.register(app, cfg, cache)
     library.register(app, cfg)
     app.config_object = cfg  # for tests and the deploy tooling

@@ -1,110 +1,246 @@
-"""Analyse page: bring a trajectory (upload or server), run the analysis in the
-background, explore the figures with the sliders. Layout and callbacks only."""
+"""Analyse page: bring a trajectory (upload or server), run the analysis in the background,
+explore the figures with the sliders. Layout and callbacks only: what each view draws is
+in ``dashboard/views.py`` and ``dashboard/figures/``.
+
+Every view has its own callback whose Inputs are only the controls it depends on
+(``views.VIEWS[name].fields``); the other controls are States. A slider move therefore
+redraws only the views it changes, and they share one memoised engine Result.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import traceback
 from pathlib import Path
 
-from dash import Input, Output, State, dash_table, dcc, html, no_update
+import dash_ag_grid as dag
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard import analysis
-from dashboard.figures import GRAPH_CONFIG, correlation_heatmaps
+from dashboard import analysis, views
+from dashboard.figures import GRAPH_CONFIG
 from dashboard.storage import Library
-from dashboard.uploads import list_server_simulations, resolve_server_path, trajectory_of_upload
-from dashboard.views import analyse_views
+from dashboard.uploads import display_path, inspect_source, list_server_simulations, resolve_server_path, trajectory_of_upload
 from iondiff_core import report
 from iondiff_core.errors import InputError
-from iondiff_core.io import sniff_species
 from iondiff_core.parameters import Parameters
 
 log = logging.getLogger(__name__)
 DEFAULTS = Parameters()
+METHOD = "/docs/METHOD.md"
+
+#: The sliders: id, label, help, min, max, step, default, marks.
+SLIDERS = (
+    ("sil-thr", "Silhouette threshold",
+     "If the best mean silhouette of an ion's k-means clustering (K >= 2) is below this, the ion has one vibration "
+     "centre (K = 1) and no hops. Higher = fewer, clearer centres.",
+     0.3, 0.95, 0.01, DEFAULTS.silhouette_threshold, {0.5: "0.5", 0.7: "0.7", 0.9: "0.9"}),
+    ("r-vib", "Vibration radius r_vib (Å)",
+     "A frame within r_vib of a centre vibrates there; outside every centre's radius the ion is in transit. "
+     "Larger = shorter transits, fewer hops.",
+     0.2, 1.5, 0.05, DEFAULTS.r_vib_A, {0.5: "0.5", 1.0: "1.0", 1.5: "1.5"}),
+    ("ref-quantile", "Quantile of the random reference",
+     "With 'quantile': two hops are concerted when their correlation exceeds this quantile of the correlations of "
+     "randomly placed hops of the same widths. 0.99 = only 1 % of chance pairs pass.",
+     0.5, 0.999, 0.001, 0.95, {0.5: "0.5", 0.9: "0.9", 0.99: "0.99"}),
+    ("width-factor", "Smoothing width (x hop duration)",
+     "Each hop is smoothed in time by a Gaussian whose FWHM is this times the hop's duration before correlating. "
+     "Wider = hops further apart in time count as simultaneous.",
+     0.25, 3.0, 0.05, DEFAULTS.width_factor, {1: "1", 2: "2", 3: "3"}),
+    ("n-max", "n_max",
+     "Largest group size n shown in the distribution; larger groups are counted in the '> n_max' bar.",
+     5, 40, 1, DEFAULTS.n_max, {10: "10", 20: "20", 40: "40"}),
+)
+SLIDER_RANGE = {s[0]: (s[3], s[4]) for s in SLIDERS}
+SLIDER_STEP = {s[0]: s[5] for s in SLIDERS}
+SLIDER_DEFAULT = {s[0]: s[6] for s in SLIDERS}
+
+#: Every control a view can depend on, in the argument order of :func:`_sliders`.
+CONTROLS = ("sil-thr", "r-vib", "ref-mode", "ref-quantile", "width-factor", "pair-distance", "n-max")
+#: The controls of each engine parameter.
+FIELD_CONTROLS = {
+    "silhouette_threshold": ("sil-thr",), "r_vib_A": ("r-vib",), "reference_level": ("ref-mode", "ref-quantile"),
+    "width_factor": ("width-factor",), "pair_distance_A": ("pair-distance",), "n_max": ("n-max",),
+}
+#: The percolated-groups action: the spatial criterion and a stricter level.
+FIX_PAIR_DISTANCE_A = 4.0
+FIX_QUANTILE = 0.99
+
+#: Tab, label, views in it, how to read it, its METHOD.md section.
+TABS = (
+    ("paths", "3D hop paths", ("3d",),
+     "Each line is one hop: the path of an ion from the vibration centre it left to the one it reached. Colour = "
+     "concerted group (hops linked by correlated timing); grey = an isolated hop (n = 1). Blue dots are vibration "
+     "centres, red diamonds metastable centres (off the reference lattice). Click a path to select its group.",
+     "3"),
+    ("timeline", "Timeline", ("timeline",),
+     "One row per mobile ion, time to the right; shaded while the ion is in transit. A dot marks each hop, coloured "
+     "by its concerted group. Hops of one group happen close in time; click a dot to select its group.",
+     "4"),
+    ("heatmaps", "Correlations", ("heatmaps",),
+     "Pearson correlation C between every pair of hop events (smoothed in time), a random reference of the same "
+     "widths, C above the reference level (black = concerted pair), and that matrix reordered so each concerted "
+     "group is a block (outlined; the selected group in red). Click a block to select the group.",
+     "4"),
+    ("pdf", "Distribution of n", ("pdf",),
+     "The share of groups with n hop events (bars; n > n_max in the grey bar), against what chance alone gives "
+     "(orange band: hops placed at random, 95 % of replicas), with the exponential fit A exp(-b n) over n >= 2. "
+     "Bars above the band at n >= 2 mean concerted hops beyond chance. Right: the two n = 2 mechanisms.",
+     "5"),
+    ("transport", "Transport", ("msd", "vanhove"),
+     "MSD against lag time: D = slope / 6 over the dashed fit window, with its 95 % interval (tracer: single ions; "
+     "full: the centre of mass x N). A D the data cannot support is 'undetermined'. van Hove: G_s(r, t), how far an "
+     "ion has moved after t; G_d(r, t), where the other ions are (peaks = sites).",
+     "6"),
+    ("descriptors", "Descriptors", (),
+     "Every descriptor of the run with its unit and 95 % interval where there is one; hover a row for its meaning. "
+     "'undetermined' means the data cannot support a number (e.g. a negative collective D).",
+     "6"),
+)
 
 
-def _slider(id_, label, lo, hi, step, value, marks=None):
+def _help_label(text, help_text, **kw):
+    """A label whose hover text explains the control (and a visible hint that it does)."""
+    return html.Label([text, html.Span("?", className="help-mark")], title=help_text, className="help-label", **kw)
+
+
+def _slider(id_, label, help_text, lo, hi, step, value, marks=None):
     return html.Div([
-        html.Label(label),
-        dcc.Slider(id=id_, min=lo, max=hi, step=step, value=value, marks=marks,
-                   tooltip={"placement": "bottom", "always_visible": False}, updatemode="mouseup"),
-    ])
+        html.Div([
+            _help_label(label, help_text),
+            dcc.Input(id=f"{id_}-input", type="number", min=lo, max=hi, step=step, value=value, debounce=True,
+                      className="slider-value"),
+        ], className="slider-head"),
+        dcc.Slider(id=id_, min=lo, max=hi, step=step, value=value, marks=marks, allow_direct_input=False,
+                   updatemode="mouseup"),
+    ], className="slider-block")
 
 
-def _graph(id_, height=None):
-    return dcc.Loading(dcc.Graph(id=id_, config=GRAPH_CONFIG, style={"height": height} if height else None), type="dot")
+def _graph(id_):
+    return dcc.Loading(dcc.Graph(id=id_, config=GRAPH_CONFIG), type="dot", delay_show=300)
+
+
+def _export_row(view):
+    return html.Div([
+        html.Span("Export:", className="muted"),
+        html.Button("SVG", id=f"svg-{view}", className="secondary small", title="the figure as a vector SVG"),
+        html.Button("PNG 300 dpi", id=f"png-{view}", className="secondary small",
+                    title="the figure as a PNG at 300 dpi (3.125 x its on-screen pixels)"),
+        html.Button("CSV", id=f"csv-{view}", className="secondary small", title="the numbers behind the figure"),
+        dcc.Download(id=f"dl-csv-{view}"),
+        dcc.Store(id=f"exported-{view}"),
+    ], className="row export-row")
+
+
+def _tab(value, label, view_names, how, section):
+    children = [html.Details([
+        html.Summary("How to read this"),
+        html.P([how, " The definitions: ", html.A(f"METHOD.md, section {section}", href=METHOD, target="_blank"), "."]),
+    ], className="how-to-read", id=f"how-{value}")]
+    for v in view_names:
+        children += [html.Div(id=f"notes-{v}", className="view-notes"), _export_row(v), _graph(f"graph-{v}")]
+    if value == "descriptors":
+        children += [
+            html.Div([html.Button("CSV", id="csv-table", className="secondary small", title="the descriptor table"),
+                      dcc.Download(id="dl-csv-table")], className="row export-row"),
+            dag.AgGrid(
+                id="descriptor-table", rowData=[], columnSize="responsiveSizeToFit",
+                columnDefs=[
+                    {"field": "descriptor", "tooltipField": "help", "flex": 3,
+                     "headerTooltip": "hover a descriptor for its meaning"},
+                    {"field": "value", "flex": 2, "headerTooltip": "'undetermined' when the data cannot support a number"},
+                    {"field": "interval", "headerName": "95 % interval", "flex": 2,
+                     "headerTooltip": "the engine's 95 % interval, where it gives one"},
+                    {"field": "unit", "flex": 1, "headerTooltip": "dimensionless = a pure number; count = a number of things"},
+                ],
+                dashGridOptions={"domLayout": "autoHeight", "tooltipShowDelay": 200, "animateRows": False},
+                style={"width": "100%"}),
+        ]
+    return dcc.Tab(label=label, value=value, children=children)
 
 
 def layout(cfg, entry_id: str | None = None):
     sims = list_server_simulations(cfg.roots) if cfg.roots else []
-    source = html.Div([
-        html.H3("1. Trajectory"),
-        html.Label("Upload an XDATCAR (plain, .gz, .xz, .bz2) or extxyz / LAMMPS dump / vasprun.xml"),
-        html.Label("INCAR (optional; choose it before the trajectory)", style={"marginTop": "0"}),
-        _file_input("incar-file"),
-        html.Label("Trajectory file"),
+    source = html.Details([
+        html.Summary(html.H3("1. Trajectory", style={"display": "inline"})),
+        _help_label("Trajectory file",
+                    "An XDATCAR (plain, .gz, .xz, .bz2), extxyz, LAMMPS dump or vasprun.xml. Choose it with its INCAR "
+                    "(and POSCAR) in any order, or several files at once."),
         _file_input("trajectory-file"),
+        _help_label("INCAR (optional, before or after the trajectory)",
+                    "Gives the timestep (POTIM x NBLOCK) and temperature (TEBEG); they appear below, editable."),
+        _file_input("incar-file"),
         html.Progress(id="upload-progress", value="0", max="1"),
         html.Div(id="upload-status", className="muted"),
-        html.Hr(),
-        html.Label("... or pick one on the server" + ("" if cfg.roots else " (no folders allowed on this server)")),
-        dcc.Dropdown(id="server-sim", options=[{"label": s, "value": s} for s in sims], placeholder="simulations found",
-                     disabled=not cfg.roots),
+        _help_label("... or pick one on the server" + ("" if cfg.roots else " (no folders allowed on this server)"),
+                    "Simulations found in the folders this deployment allows (IONDIFF_ROOTS), shown relative to them."),
+        dcc.Dropdown(id="server-sim", options=sims, placeholder="simulations found", disabled=not cfg.roots),
         dcc.Input(id="server-path", type="text", placeholder="or a path inside the allowed folders", disabled=not cfg.roots),
         html.Button("Use this file", id="server-use", className="secondary", disabled=not cfg.roots, style={"marginTop": "0.4rem"}),
         html.Div(id="source-label", className="muted"),
-    ], className="panel")
-    run = html.Div([
-        html.H3("2. Analysis"),
-        html.Label("Mobile species"),
-        dcc.Dropdown(id="species", options=[], placeholder="choose a trajectory first"),
+    ], open=not entry_id, id="source-details", className="panel")
+    run = html.Details([
+        html.Summary(html.H3("2. Analysis", style={"display": "inline"})),
+        _help_label("Mobile species", "The species whose hops are analysed (read from the trajectory)."),
+        dcc.Dropdown(id="species", options=[], placeholder="species of the trajectory"),
         html.Div([
-            html.Div([html.Label("Timestep (fs per frame)"), dcc.Input(id="timestep", type="number", min=0, placeholder="from INCAR")]),
-            html.Div([html.Label("Temperature (K)"), dcc.Input(id="temperature", type="number", min=0, placeholder="from INCAR")]),
+            html.Div([_help_label("Timestep (fs per frame)", "Time between saved frames: POTIM x NBLOCK of the INCAR."),
+                      dcc.Input(id="timestep", type="number", min=0, placeholder="from INCAR")]),
+            html.Div([_help_label("Temperature (K)", "TEBEG of the INCAR; used for the conductivity and the library."),
+                      dcc.Input(id="temperature", type="number", min=0, placeholder="from INCAR")]),
         ], className="grid2"),
         html.Div([html.Button("Run analysis", id="run-button"), html.Button("Cancel", id="cancel-button", className="secondary", disabled=True)],
                  className="row", style={"marginTop": "0.6rem"}),
         html.Progress(id="progress-bar", value="0", max="1", style={"marginTop": "0.5rem"}),
         html.Div(id="progress-text", className="muted"),
         html.Div(id="run-error"),
-    ], className="panel")
+    ], open=True, id="run-details", className="panel")
     sliders = html.Div([
-        html.H3("3. Thresholds (no re-clustering)"),
-        _slider("sil-thr", "Silhouette threshold", 0.3, 0.95, 0.01, DEFAULTS.silhouette_threshold, {0.5: "0.5", 0.7: "0.7", 0.9: "0.9"}),
-        _slider("r-vib", "Vibration radius r_vib (Å)", 0.2, 1.5, 0.05, DEFAULTS.r_vib_A, {0.5: "0.5", 1.0: "1.0", 1.5: "1.5"}),
-        html.Label("Reference level"),
+        html.Div([html.H3("3. Thresholds", title="These rerun only the cheap stages: the clustering is never redone."),
+                  html.Button("Reset", id="reset-sliders", className="secondary small", title="every threshold back to its default")],
+                 className="row spread"),
+        *[_slider(*s) for s in SLIDERS[:2]],
+        _help_label("Reference level",
+                    "Correlation above which two hops are concerted: the mean of random hops' correlations (the paper), or "
+                    "a quantile of them (stricter)."),
         dcc.RadioItems(id="ref-mode", options=[{"label": " mean of random (paper)", "value": "mean"},
                                                {"label": " quantile", "value": "quantile"}], value="mean", inline=True),
-        dcc.Slider(id="ref-quantile", min=0.5, max=0.999, step=0.001, value=0.95, marks={0.5: "0.5", 0.9: "0.9", 0.99: "0.99"},
-                   tooltip={"placement": "bottom"}, updatemode="mouseup"),
-        _slider("width-factor", "Smoothing width (x hop duration)", 0.25, 3.0, 0.05, DEFAULTS.width_factor, {1: "1", 2: "2", 3: "3"}),
-        _slider("n-max", "n_max", 5, 40, 1, DEFAULTS.n_max, {10: "10", 20: "20", 40: "40"}),
-        html.Label("Colour hop paths by"),
-        dcc.RadioItems(id="color-by", options=[{"label": " ion", "value": "ion"}, {"label": " concerted group", "value": "group"}],
+        _slider(*SLIDERS[2]),
+        *[_slider(*s) for s in SLIDERS[3:]],
+        html.Div([
+            _help_label("Pair distance (Å)",
+                        "Spatial criterion: a correlated pair is concerted only if the two hops come within this distance. "
+                        "Empty = the paper's purely temporal criterion. Use it when the groups percolate."),
+            dcc.Input(id="pair-distance", type="number", min=0.5, max=20, step=0.1, value=None, debounce=True,
+                      placeholder="off (temporal only)", className="slider-value"),
+        ], className="slider-head"),
+        _help_label("Colour hop paths by", "Concerted group (categorical colours, isolated hops grey) or ion."),
+        dcc.RadioItems(id="color-by", options=[{"label": " concerted group", "value": "group"}, {"label": " ion", "value": "ion"}],
                        value="group", inline=True),
-        html.Div([html.Button("Clear group selection", id="clear-group", className="secondary")], style={"marginTop": "0.5rem"}),
-        html.Div([html.Button("Download JSON", id="dl-json-btn", className="secondary"),
-                  html.Button("Hops CSV", id="dl-csv-btn", className="secondary")], className="row", style={"marginTop": "0.5rem"}),
+        html.Div([html.Button("Clear group selection", id="clear-group", className="secondary small",
+                              title="select a group by clicking the matrix, the timeline or the 3D view")],
+                 style={"marginTop": "0.4rem"}),
+        html.Div([html.Button("Result JSON", id="dl-json-btn", className="secondary small", title="the whole result at these thresholds"),
+                  html.Button("Hops CSV", id="dl-csv-btn", className="secondary small", title="one row per hop")],
+                 className="row", style={"marginTop": "0.4rem"}),
         dcc.Download(id="dl-json"), dcc.Download(id="dl-csv"),
     ], className="panel")
-    tabs = dcc.Tabs(id="tabs", value="paths", children=[
-        dcc.Tab(label="3D hop paths", value="paths", children=[_graph("graph-3d")]),
-        dcc.Tab(label="Timeline", value="timeline", children=[_graph("graph-timeline")]),
-        dcc.Tab(label="Correlations", value="heatmaps", children=[_graph("graph-heatmaps")]),
-        dcc.Tab(label="Distribution of n", value="pdf", children=[_graph("graph-pdf")]),
-        dcc.Tab(label="Transport", value="transport", children=[_graph("graph-msd"), _graph("graph-vanhove")]),
-        dcc.Tab(label="Descriptors", value="descriptors", children=[
-            dash_table.DataTable(id="descriptor-table", columns=[{"name": c, "id": c} for c in ("descriptor", "value", "unit")],
-                                 page_size=60, style_cell={"textAlign": "left", "fontSize": "0.85rem"})]),
-    ])
+    tabs = dcc.Tabs(id="tabs", value="paths", children=[_tab(*t) for t in TABS])
+    verdict = html.Div([
+        html.Div(id="verdict-card"),
+        html.Button(f"Apply the spatial criterion ({FIX_PAIR_DISTANCE_A:g} Å) and quantile {FIX_QUANTILE}",
+                    id="fix-percolation", style={"display": "none"},
+                    title="Groups that percolate in time are split by requiring hops to be close in space as well, "
+                          "and a stricter reference level."),
+    ], id="verdict-box")
     return html.Div([
         dcc.Store(id="source-store"),
         dcc.Store(id="entry-store", data=entry_id),
         dcc.Store(id="group-store"),
-        html.Div([source, run, sliders], className="sidebar"),
-        html.Div([html.Div(id="view-status"), html.Div(id="warnings"), tabs], className="main panel"),
+        html.Div([source, run, sliders], className="sidebar", id="sidebar"),
+        html.Div([html.Div(id="view-status"), verdict, html.Div(id="warnings"), tabs], className="main panel"),
     ], className="page")
 
 
@@ -118,28 +254,31 @@ def _alert(message, kind="error"):
     return html.Div(message, className=f"alert-{kind}")
 
 
+def _notes(notes):
+    return [_alert(n, "warning") for n in notes]
+
+
 def _job_failed(exc):
     """The job died outside the callback's own error handling (a Celery worker refused a
     job whose worker process kept dying): say so on the page."""
     msg = str(exc).split("background callback:", 1)[-1].split("\n", 1)[0].strip() or type(exc).__name__
     log.error("background job failed: %s", msg)
-    return no_update, _alert(f"the analysis failed: {msg}")
+    return None, _alert(f"the analysis failed: {msg}")
 
 
-# Component ids of the sliders, in the argument order of :func:`_sliders`.
-SLIDER_IDS = ("sil-thr", "r-vib", "ref-mode", "ref-quantile", "width-factor", "n-max")
-
-
-def _slider_deps(kind) -> list:
-    return [kind(i, "value") for i in SLIDER_IDS]
-
-
-def _sliders(sil, rvib, ref_mode, ref_q, width, n_max) -> dict:
+def _sliders(sil, rvib, ref_mode, ref_q, width, pair, n_max) -> dict:
+    """Engine parameters from the controls' raw values (in :data:`CONTROLS` order)."""
     return {
         "silhouette_threshold": float(sil), "r_vib_A": float(rvib),
         "reference_level": "mean" if ref_mode == "mean" else float(ref_q),
-        "width_factor": float(width), "n_max": int(n_max),
+        "width_factor": float(width), "pair_distance_A": float(pair) if pair else None, "n_max": int(n_max),
     }
+
+
+def _deps(fields) -> list:
+    """The controls as dependencies: Input for those ``fields`` use, State for the rest."""
+    used = {c for f in fields for c in FIELD_CONTROLS[f]}
+    return [(Input if c in used else State)(c, "value") for c in CONTROLS]
 
 
 def _source_path(cfg, source: dict) -> Path:
@@ -150,33 +289,74 @@ def _source_path(cfg, source: dict) -> Path:
     raise InputError("choose a trajectory first")
 
 
+def _key(*parts) -> str:
+    return "view:" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
+
+
 def register(app, cfg, cache):
+    def cached(parts, compute):
+        """A view's output from the shared disk cache (a repeated slider position), else computed."""
+        key = _key(*parts)
+        hit = cache.get(key)
+        if hit is None:
+            hit = compute()
+            cache.set(key, hit)
+        return hit
+
+    # ------------------------------------------------------------------ source
     @app.callback(
         Output("source-store", "data", allow_duplicate=True), Output("source-label", "children"),
-        Input("server-use", "n_clicks"), State("server-sim", "value"), State("server-path", "value"),
+        Input("server-use", "n_clicks"), Input("server-sim", "value"), State("server-path", "value"),
         prevent_initial_call=True,
     )
     def use_server_file(_, picked, typed):
         try:
-            path = resolve_server_path(typed or picked or "", cfg.roots)
-            species = sniff_species(path)
-            return {"kind": "server", "path": str(path), "name": path.name, "species": species}, f"server file: {path}"
+            path = resolve_server_path((typed if ctx.triggered_id == "server-use" else None) or picked or "", cfg.roots)
+            info = inspect_source(path)
+            shown = display_path(path, cfg.roots)
+            read = f"; INCAR: {info['timestep_fs']} fs per frame" if info["timestep_fs"] else "; no timestep found: type it"
+            return ({"kind": "server", "path": str(path), **info}, f"server file: {shown} as \u201c{info['name']}\u201d{read}")
         except InputError as exc:
             return {"kind": "error", "error": str(exc)}, _alert(str(exc))
 
     @app.callback(
         Output("species", "options"), Output("species", "value"), Output("run-error", "children", allow_duplicate=True),
+        Output("entry-store", "data", allow_duplicate=True), Output("progress-bar", "value", allow_duplicate=True),
+        Output("progress-text", "children", allow_duplicate=True),
+        Output("timestep", "value", allow_duplicate=True), Output("temperature", "value", allow_duplicate=True),
         Input("source-store", "data"), prevent_initial_call=True,
     )
     def species_choices(source):
+        """A new file: its species, timestep and temperature as read (editable), and the
+        previous file's results cleared."""
         if not source:
             raise PreventUpdate
         if source.get("kind") == "error":
-            return [], None, _alert(source["error"])
+            return [], None, _alert(source["error"]), None, "0", "", None, None
         species = source.get("species") or []
         default = next((s for s in ("Li", "Na", "K", "Ag", "Cu", "F", "Cl", "Br", "I", "O", "H") if s in species), species[0] if species else None)
-        return [{"label": s, "value": s} for s in species], default, None
+        return ([{"label": s, "value": s} for s in species], default, None, None, "0", "",
+                source.get("timestep_fs"), source.get("temperature_K"))
 
+    @app.callback(
+        Output("species", "options", allow_duplicate=True), Output("species", "value", allow_duplicate=True),
+        Output("timestep", "value"), Output("temperature", "value"), Output("source-label", "children", allow_duplicate=True),
+        Output("source-details", "open"), Output("run-details", "open"),
+        Input("entry-store", "data"), prevent_initial_call="initial_duplicate",
+    )
+    def show_entry(entry_id):
+        """An entry (just run, or opened from the library): what it was analysed from."""
+        if not entry_id:
+            return no_update, no_update, no_update, no_update, no_update, True, True
+        entry = Library(cfg.library_db).get(entry_id)
+        if entry is None:
+            return no_update, no_update, no_update, no_update, _alert("this result is no longer in the library"), True, True
+        p = entry.params
+        # The result is on screen: fold the input panels so the thresholds and the figures share the screen.
+        return ([{"label": entry.species, "value": entry.species}], entry.species, p.get("timestep_fs"),
+                entry.temperature_K, f"showing: {entry.name} (in the library)", False, False)
+
+    # ------------------------------------------------------------------ run
     @app.callback(
         Output("entry-store", "data"), Output("run-error", "children"),
         Input("run-button", "n_clicks"),
@@ -184,7 +364,7 @@ def register(app, cfg, cache):
         background=True,
         running=[(Output("run-button", "disabled"), True, False), (Output("cancel-button", "disabled"), False, True)],
         progress=[Output("progress-bar", "value"), Output("progress-text", "children")],
-        cancel=[Input("cancel-button", "n_clicks")],
+        cancel=[Input("cancel-button", "n_clicks"), Input("source-store", "data")],
         prevent_initial_call=True,
         on_error=_job_failed,
     )
@@ -192,8 +372,12 @@ def register(app, cfg, cache):
         try:
             if not source or source.get("kind") not in ("upload", "server"):
                 raise InputError("choose a trajectory first (upload one or pick one on the server)")
+            if not timestep or timestep <= 0:
+                raise InputError("the timestep is unknown: type the time between saved frames in fs (POTIM x NBLOCK), "
+                                 "or add the run's INCAR; hop durations, D and the MSD need it")
             path = _source_path(cfg, source)
-            params = Parameters(species=species)
+            poscar = path.parent / "POSCAR" if source.get("poscar") else None
+            params = Parameters(species=species, reference_structure=str(poscar) if poscar and poscar.is_file() else None)
             set_progress(("0", "starting"))
             entry = analysis.run_analysis(
                 cfg, path, params, timestep or None, temperature or None,
@@ -202,56 +386,134 @@ def register(app, cfg, cache):
             set_progress(("1", "done"))
             return entry, None
         except InputError as exc:
-            return no_update, _alert(str(exc))
+            set_progress(("0", "failed"))
+            return None, _alert(str(exc))
         except Exception as exc:  # noqa: BLE001 - the page shows a message, the log the traceback
             log.error("analysis failed: %s", traceback.format_exc())
-            return no_update, _alert(f"the analysis failed: {type(exc).__name__}: {exc}")
-
-    @cache.memoize()
-    def views(entry_id: str, sliders_json: str, color_by: str, group):
-        return analyse_views(cfg, entry_id, json.loads(sliders_json), color_by, group)
-
-    def views_at(entry_id, slider_values, color_by, group):
-        """:func:`views` at the sliders' raw values (a canonical JSON string is the cache key)."""
-        return views(entry_id, json.dumps(_sliders(*slider_values), sort_keys=True), color_by, group)
+            set_progress(("0", "failed"))
+            return None, _alert(f"the analysis failed: {type(exc).__name__}: {exc}")
 
     @app.callback(
-        Output("graph-3d", "figure"), Output("graph-timeline", "figure"), Output("graph-heatmaps", "figure"),
-        Output("graph-pdf", "figure"), Output("graph-msd", "figure"), Output("graph-vanhove", "figure"),
-        Output("descriptor-table", "data"), Output("warnings", "children"), Output("view-status", "children"),
-        Input("entry-store", "data"), *_slider_deps(Input),
-        Input("color-by", "value"), Input("group-store", "data"),
+        Output("progress-text", "children", allow_duplicate=True), Output("progress-bar", "value", allow_duplicate=True),
+        Input("cancel-button", "n_clicks"), prevent_initial_call=True,
     )
-    def update_views(entry_id, sil, rvib, ref_mode, ref_q, width, n_max, color_by, group):
-        if not entry_id:
-            raise PreventUpdate
-        try:
-            v = views_at(entry_id, (sil, rvib, ref_mode, ref_q, width, n_max), color_by, group)
-        except InputError as exc:
-            return (no_update,) * 8 + (_alert(str(exc)),)
-        except Exception as exc:  # noqa: BLE001
-            log.error("view failed: %s", traceback.format_exc())
-            return (no_update,) * 8 + (_alert(f"could not draw the results: {type(exc).__name__}: {exc}"),)
-        warns = [_alert(w, "warning") for w in v["warnings"]]
-        sel = f" - group {group} selected" if group is not None else ""
-        return (v["3d"], v["timeline"], v["heatmaps"], v["pdf"], v["msd"], v["vanhove"], v["table"], warns,
-                html.Div(v["status"] + sel, id="view-summary"))
+    def cancelled(_):
+        return html.Span("cancelled: nothing was saved", className="cancelled"), "0"
 
+    # ------------------------------------------------------------------ controls
     @app.callback(
-        Output("group-store", "data"),
-        Input("graph-heatmaps", "clickData"), Input("clear-group", "n_clicks"),
-        State("entry-store", "data"), *_slider_deps(State), State("color-by", "value"),
-        State("group-store", "data"),
+        *[Output(s[0], "value") for s in SLIDERS], *[Output(f"{s[0]}-input", "value") for s in SLIDERS],
+        Output("ref-mode", "value"), Output("pair-distance", "value"),
+        *[Input(s[0], "value") for s in SLIDERS], *[Input(f"{s[0]}-input", "value") for s in SLIDERS],
+        Input("reset-sliders", "n_clicks"), Input("fix-percolation", "n_clicks"),
         prevent_initial_call=True,
     )
-    def select_group(click, clear, entry_id, sil, rvib, ref_mode, ref_q, width, n_max, color_by, group):
-        from dash import ctx
+    def sync_controls(*values):
+        """Slider and number box show the same value; Reset; the percolation action."""
+        k = len(SLIDERS)
+        slider_vals, typed = values[:k], values[k:2 * k]
+        ids = [s[0] for s in SLIDERS]
+        trig = ctx.triggered_id
+        none = [no_update] * k
+        if trig == "reset-sliders":
+            d = [SLIDER_DEFAULT[i] for i in ids]
+            return (*d, *d, "mean", None)
+        if trig == "fix-percolation":
+            out = [no_update] * k
+            out[ids.index("ref-quantile")] = FIX_QUANTILE
+            return (*out, *out, "quantile", FIX_PAIR_DISTANCE_A)
+        if trig in ids:  # the slider moved: show its value in the box
+            out = list(none)
+            out[ids.index(trig)] = slider_vals[ids.index(trig)]
+            return (*none, *out, no_update, no_update)
+        if isinstance(trig, str) and trig.endswith("-input"):
+            i = ids.index(trig[: -len("-input")])
+            v = typed[i]
+            if v is None:
+                raise PreventUpdate
+            lo, hi = SLIDER_RANGE[ids[i]]
+            step = SLIDER_STEP[ids[i]]
+            # Clamped to the slider's range and snapped to its step, so box and slider agree.
+            v = min(max(lo + round((float(v) - lo) / step) * step, lo), hi)
+            v = int(round(v)) if ids[i] == "n-max" else round(v, 6)
+            out = list(none)
+            out[i] = v
+            return (*out, *out, no_update, no_update)
+        raise PreventUpdate
 
-        if ctx.triggered_id == "clear-group" or not entry_id:
+    @app.callback(Output("ref-quantile", "disabled"), Output("ref-quantile-input", "disabled"), Input("ref-mode", "value"))
+    def quantile_enabled(mode):
+        return mode == "mean", mode == "mean"
+
+    # ------------------------------------------------------------------ views
+    def view_callback(name: str) -> None:
+        view = views.VIEWS[name]
+        extra = ([Input("group-store", "data")] if view.follows_group else []) + ([Input("color-by", "value")] if name == "3d" else [])
+
+        @app.callback(
+            Output(f"graph-{name}", "figure"), Output(f"notes-{name}", "children"),
+            Input("entry-store", "data"), *_deps(view.fields), *extra,
+        )
+        def draw(entry_id, *args):
+            if not entry_id:
+                return {"data": [], "layout": {"height": 80, "title": {"text": "run an analysis to see this view"}}}, None
+            sliders = _sliders(*args[: len(CONTROLS)])
+            group = args[len(CONTROLS)] if view.follows_group else None
+            color_by = args[-1] if name == "3d" else "group"
+            relevant = {f: sliders[f] for f in view.fields}
+            try:
+                out = cached((entry_id, name, relevant, group, color_by),
+                             lambda: views.view_figure(cfg, name, entry_id, sliders, group, color_by))
+            except InputError as exc:
+                return no_update, _alert(str(exc))
+            except Exception as exc:  # noqa: BLE001
+                log.error("view %s failed: %s", name, traceback.format_exc())
+                return no_update, _alert(f"could not draw this view: {type(exc).__name__}: {exc}")
+            return out["figure"], _notes(out["notes"])
+
+    for name in views.VIEWS:
+        view_callback(name)
+
+    @app.callback(
+        Output("view-status", "children"), Output("verdict-card", "children"), Output("fix-percolation", "style"),
+        Output("warnings", "children"), Output("descriptor-table", "rowData"),
+        Input("entry-store", "data"), *_deps(views.ALL_FIELDS), Input("group-store", "data"),
+    )
+    def draw_summary(entry_id, *args):
+        hidden = {"display": "none"}
+        if not entry_id:
+            return html.Div("no result yet: choose a trajectory and run the analysis", id="view-summary"), None, hidden, None, []
+        group = args[-1]
+        try:
+            s = views.summary(cfg, entry_id, _sliders(*args[: len(CONTROLS)]))
+        except InputError as exc:
+            return html.Div(_alert(str(exc)), id="view-summary"), None, hidden, None, []
+        except Exception as exc:  # noqa: BLE001
+            log.error("summary failed: %s", traceback.format_exc())
+            return html.Div(_alert(f"could not draw the results: {type(exc).__name__}: {exc}"), id="view-summary"), None, hidden, None, []
+        sel = f" - group {group} selected" if group is not None else ""
+        return (html.Div(s["status"] + sel, id="view-summary"), verdict_card(s["concertedness"], s["percolated"]),
+                {"display": "inline-block"} if s["percolated"] else hidden, _notes(s["warnings"]), s["table"])
+
+    # ------------------------------------------------------------------ group selection
+    @app.callback(
+        Output("group-store", "data"),
+        Input("graph-heatmaps", "clickData"), Input("graph-timeline", "clickData"), Input("graph-3d", "clickData"),
+        Input("clear-group", "n_clicks"), Input("entry-store", "data"),
+        *[State(c, "value") for c in CONTROLS],
+        prevent_initial_call=True,
+    )
+    def select_group(c_heat, c_time, c_3d, clear, entry_id, *controls):
+        trig = ctx.triggered_id
+        if trig in ("clear-group", "entry-store") or not entry_id:
             return None
-        v = views_at(entry_id, (sil, rvib, ref_mode, ref_q, width, n_max), color_by, group)
-        return correlation_heatmaps.group_from_click(v["heat_data"], click)
+        click = {"graph-heatmaps": c_heat, "graph-timeline": c_time, "graph-3d": c_3d}[trig]
+        g = views.group_from_click(cfg, entry_id, _sliders(*controls), trig.removeprefix("graph-"), click)
+        if g is None:
+            raise PreventUpdate
+        return g
 
+    # ------------------------------------------------------------------ downloads
     def _current_result(entry_id, sliders):
         entry = Library(cfg.library_db).get(entry_id)
         if entry is None:
@@ -262,7 +524,7 @@ def register(app, cfg, cache):
         """A download button: the current entry's result at the current slider values."""
 
         @app.callback(
-            Output(target, "data"), Input(button, "n_clicks"), State("entry-store", "data"), *_slider_deps(State),
+            Output(target, "data"), Input(button, "n_clicks"), State("entry-store", "data"), *[State(c, "value") for c in CONTROLS],
             prevent_initial_call=True,
         )
         def download(_, entry_id, *sl):
@@ -273,3 +535,52 @@ def register(app, cfg, cache):
 
     _download("dl-json", "dl-json-btn", lambda result: report.dumps(result.to_dict()), ".json")
     _download("dl-csv", "dl-csv-btn", report.hops_csv, "-hops.csv")
+
+    def _csv_download(name: str) -> None:
+        @app.callback(
+            Output(f"dl-csv-{name}", "data"), Input(f"csv-{name}", "n_clicks"), State("entry-store", "data"),
+            *[State(c, "value") for c in CONTROLS], State("group-store", "data"), State("color-by", "value"),
+            prevent_initial_call=True,
+        )
+        def download(_, entry_id, *args):
+            if not entry_id:
+                raise PreventUpdate
+            entry = views.entry_of(cfg, entry_id)
+            text = views.view_csv(cfg, name, entry_id, _sliders(*args[: len(CONTROLS)]), args[-2], args[-1])
+            return {"content": text, "filename": f"{entry.name}-{name}.csv"}
+
+    for name in (*views.VIEWS, "table"):
+        _csv_download(name)
+    for name in views.VIEWS:
+        app.clientside_callback(
+            ClientsideFunction("iondiff", "exportFigure"),
+            Output(f"exported-{name}", "data"), Input(f"svg-{name}", "n_clicks"), Input(f"png-{name}", "n_clicks"),
+            State(f"graph-{name}", "id"), prevent_initial_call=True,
+        )
+
+
+def verdict_card(c: dict | None, percolated: bool):
+    """The concertedness verdict, first thing on the page."""
+    if c is None:
+        if percolated:
+            return html.Div([html.B("Groups percolate: "),
+                             "time correlation alone links most hops, so n is not meaningful at these settings."],
+                            className="verdict verdict-percolated", id="verdict")
+        return None
+    titles = {"beyond_chance": "Concerted beyond chance", "chance": "No more concerted than chance",
+              "percolated": "Groups percolate: n is not meaningful"}
+    verdict = c.get("verdict") or "unknown"
+
+    def num(v, f="{:.3g}"):
+        return f.format(v) if isinstance(v, (int, float)) else "n/a"
+
+    ci = c.get("null_ci95")
+    detail = (f"hops in groups of n >= 2: {num(c.get('observed_fraction'), '{:.1%}')} observed, "
+              f"{num(c.get('null_mean'), '{:.1%}')} by chance"
+              + (f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
+              + f"; p = {num(c.get('p_value'))} over {c.get('replicas') or 'n/a'} random replicas")
+    return html.Div([
+        html.Div([html.B(titles.get(verdict, verdict)), html.Span(f" ({verdict})", className="muted")]),
+        html.Div(c.get("message") or ""),
+        html.Div(detail, className="muted", title="p: share of random replicas at least as concerted as the data"),
+    ], className=f"verdict verdict-{verdict}", id="verdict")

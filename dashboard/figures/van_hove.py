@@ -16,6 +16,14 @@ def process_data(result) -> dict:
             "self": vh.self.astype(np.float32), "distinct": vh.distinct.astype(np.float32)}
 
 
+def data_table(d: dict) -> dict:
+    """G_s and G_d as long columns over (t, r)."""
+    if d.get("empty"):
+        return {"note": ["van Hove functions need the timestep"]}
+    t, r = np.meshgrid(d["t_ps"], d["r_A"], indexing="ij")
+    return {"t_ps": t.ravel(), "r_A": r.ravel(), "G_self_per_A": d["self"].ravel(), "G_distinct": d["distinct"].ravel()}
+
+
 def create_figure(d: dict) -> go.Figure:
     if d.get("empty"):
         fig = go.Figure()

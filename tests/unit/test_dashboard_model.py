@@ -103,9 +103,39 @@ def test_upload_route_streams_to_disk_and_sniffs_species(cfg, xdatcar):
     assert r.status_code == 200 and body["ok"] and body["species"] == ["Li", "S"]
     stored = cfg.uploads / body["upload_id"] / "XDATCAR_LiX.gz"
     assert stored.read_bytes() == xdatcar.read_bytes()
-    r2 = c.post(f"/upload?kind=incar&upload_id={body['upload_id']}", data=b"POTIM = 2\nNBLOCK = 5\n")
-    assert r2.get_json()["ok"]
-    assert trajectory_of_upload(cfg.uploads, body["upload_id"]) == stored.parent  # folder: XDATCAR + INCAR
+    assert body["timestep_fs"] is None and body["name"] == "XDATCAR_LiX.gz"
+    # The INCAR after the trajectory joins its upload and gives the timestep and temperature.
+    r2 = c.post(f"/upload?kind=incar&upload_id={body['upload_id']}", data=b"SYSTEM = LiX cell\nPOTIM = 2\nNBLOCK = 5\nTEBEG = 650\n")
+    b2 = r2.get_json()
+    assert b2["ok"] and b2["timestep_fs"] == 10 and b2["temperature_K"] == 650 and b2["species"] == ["Li", "S"]
+    assert trajectory_of_upload(cfg.uploads, body["upload_id"]) == stored
+
+
+def test_upload_in_any_order_named_from_system_or_title(cfg, xdatcar):
+    c = _client(cfg)
+    # INCAR first: it waits for its trajectory; a generic file name gives way to the INCAR's SYSTEM.
+    first = c.post("/upload?kind=incar&name=INCAR", data=b"SYSTEM = Li6PS5Cl 500K\nPOTIM = 1.5\nNBLOCK = 10\n").get_json()
+    assert first["ok"] and not first["ready"]
+    body = c.post(f"/upload?name=XDATCAR.gz&upload_id={first['upload_id']}", data=xdatcar.read_bytes()).get_json()
+    assert body["ready"] and body["timestep_fs"] == 15 and body["name"] == "Li6PS5Cl 500K"
+    # Without an INCAR, the XDATCAR's title line names it.
+    alone = c.post("/upload?name=XDATCAR.gz", data=xdatcar.read_bytes()).get_json()
+    assert alone["name"] == "Li10 S8"
+
+
+def test_damaged_compressed_stream_is_refused(cfg, xdatcar, tmp_path):
+    from dashboard.uploads import check_compressed, inspect_source
+
+    cut = tmp_path / "LiX_600K" / "XDATCAR.gz"
+    cut.parent.mkdir()
+    cut.write_bytes(xdatcar.read_bytes()[:20_000])
+    with pytest.raises(InputError, match="gzip stream ends before its end-of-stream marker"):
+        check_compressed(cut)
+    with pytest.raises(InputError, match="damaged"):
+        inspect_source(cut.parent)
+    r = _client(cfg).post("/upload?name=XDATCAR.gz", data=cut.read_bytes())
+    assert r.status_code == 400 and "cut short" in r.get_json()["error"]
+    check_compressed(xdatcar)  # the complete file passes
 
 
 def test_upload_route_rejects_junk_oversize_empty_and_unknown_ids(cfg, xdatcar):
@@ -171,3 +201,34 @@ def test_password_protection_when_enabled(tmp_path, monkeypatch):
     assert client.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
     monkeypatch.delenv("IONDIFF_PASSWORD")
     assert create_app(tmp_path / "data2", roots=[]).server.test_client().get("/").status_code == 200
+
+
+def test_run_too_short_for_the_method_is_refused(cfg, tmp_path):
+    from dataclasses import replace
+
+    t = make_synthetic(n_frames=1200, n_mobile=10, chain_sizes=(1, 2), seed=2).trajectory
+    run = tmp_path / "LiX_short"
+    run.mkdir()
+    write_xdatcar(replace(t, positions_frac=t.positions_frac[:40], cells=t.cells[:40]), run / "XDATCAR")
+    with pytest.raises(InputError, match="40 frames is too short for the method"):
+        analysis.run_analysis(cfg, run, Parameters(), timestep_fs=10)
+    assert Library(cfg.library_db).list() == []
+
+
+def test_server_runs_named_and_shown_relative_to_their_root(tmp_path, xdatcar):
+    from dashboard.uploads import display_path, inspect_source, list_server_simulations, source_name
+
+    root = tmp_path / "sims"
+    run = root / "LGPS_600K"
+    run.mkdir(parents=True)
+    (run / "XDATCAR.gz").write_bytes(xdatcar.read_bytes())
+    (run / "INCAR").write_text("SYSTEM = ignored for a folder\nPOTIM = 2\nNBLOCK = 5\nTEBEG = 600\n")
+    info = inspect_source(run)
+    assert info["name"] == "LGPS_600K" and info["timestep_fs"] == 10 and info["temperature_K"] == 600
+    assert inspect_source(run / "XDATCAR.gz")["name"] == "LGPS_600K"
+    assert source_name(run / "XDATCAR.gz", upload=True, system="LGPS 600 K") == "LGPS 600 K"
+    assert source_name(run / "XDATCAR.gz", upload=True, title="Li10 Ge P2 S12") == "Li10 Ge P2 S12"
+    assert display_path(run / "XDATCAR.gz", [root]) == "LGPS_600K/XDATCAR.gz"
+    assert display_path(run, [root, tmp_path / "other"]) == "sims/LGPS_600K"
+    assert list_server_simulations([root]) == [{"label": "LGPS_600K", "value": "LGPS_600K"}]
+    assert resolve_server_path("LGPS_600K", [root]) == run.resolve()
