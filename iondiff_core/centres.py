@@ -199,7 +199,8 @@ def window_bounds(x: np.ndarray, params: Parameters) -> np.ndarray:
     Equal windows of at most ``params.window_frames`` frames; a window in which the ion
     dwells at more than ``params.window_sites`` sites (:func:`count_dwell_sites`, O(frames))
     is cut into equal parts with about that many sites each, none shorter than
-    ``params.window_min_frames``. ``window_frames = 0``: one window, the whole run.
+    ``params.window_min_frames``; every inner bound is then moved to a frame where the
+    ion rests (:func:`_snap_to_rest`). ``window_frames = 0``: one window, the whole run.
     """
     n = len(x)
     if not params.window_frames or n <= params.window_frames:
@@ -215,7 +216,23 @@ def window_bounds(x: np.ndarray, params: Parameters) -> np.ndarray:
             sites = count_dwell_sites(x[a:b])
             parts = max(1, min(-(-sites // params.window_sites), (b - a) // params.window_min_frames))
         out.extend(np.linspace(a, b, parts + 1).astype(int)[1:].tolist())
-    return np.array(out, dtype=int)
+    return _snap_to_rest(x, np.array(out, dtype=int), params.window_min_frames)
+
+
+def _snap_to_rest(x: np.ndarray, bounds: np.ndarray, min_frames: int) -> np.ndarray:
+    """Move each inner window bound, within a quarter of ``min_frames``, to the frame where
+    the ion moves least (displacement over +-min_frames/20 frames), so that no window
+    ends in the middle of a hop: a transit cut in two makes a cluster of its own, off
+    every site."""
+    h = max(1, min_frames // 20)
+    r = max(1, min_frames // 4)
+    out = bounds.copy()
+    for w in range(1, len(bounds) - 1):
+        t = np.arange(max(h, bounds[w] - r), min(len(x) - h, bounds[w] + r + 1))
+        if t.size:
+            move = np.einsum("td,td->t", x[t + h] - x[t - h], x[t + h] - x[t - h])
+            out[w] = t[int(np.argmin(move))]
+    return out
 
 
 def _cluster_window(x: np.ndarray, params: Parameters):

@@ -94,12 +94,24 @@ def test_window_bounds():
     p = Parameters(window_frames=5000, window_sites=6, window_min_frames=1000)
     _, short = walker(3, 1000)  # 3000 frames, 3 sites: one window
     assert window_bounds(short, p).tolist() == [0, 3000]
-    _, still = walker(1, 12000)  # one site, 12000 frames: three equal windows
-    assert window_bounds(still, p).tolist() == [0, 4000, 8000, 12000]
+    _, still = walker(1, 12000)  # one site, 12000 frames: three windows of about 4000
+    b = window_bounds(still, p)
+    assert len(b) == 4 and b[0] == 0 and b[-1] == 12000 and np.abs(b[1:3] - [4000, 8000]).max() <= 250
     _, busy = walker(24, 200)  # 24 sites in 4800 frames: four windows of about 6 sites
     b = window_bounds(busy, p)
     assert len(b) == 5 and b[0] == 0 and b[-1] == 4800 and np.diff(b).min() >= 1000
     assert window_bounds(busy, p.replace(window_frames=0)).tolist() == [0, 4800]
+
+
+def test_window_bounds_avoid_a_hop():
+    # One hop whose 40-frame transit is centred on the nominal bound (frame 4000 of 12000).
+    t = np.arange(12000)
+    x = np.zeros((12000, 3))
+    x[:, 0] = np.clip((t - 3980) / 40, 0, 1) * 2.5
+    x += np.random.default_rng(0).normal(scale=0.02, size=x.shape)
+    b = window_bounds(x, Parameters())
+    assert len(b) == 4
+    assert b[1] < 3980 - 40 or b[1] > 4020 + 40  # at rest, away from the transit
 
 
 def test_one_window_is_the_whole_run_clustering():
