@@ -1,9 +1,11 @@
 """Windowed clustering (default) against the whole-run clustering it replaces, on every
 real trajectory in ../shared/data/real and on planted-hop trajectories.
 
-*old* = ``Parameters(window_frames=0, k_max_limit=60)``: each ion's whole run clustered
-at once, K capped at 60 (the engine before time windows). *new* = the defaults: time
-windows of at most 5000 frames, centres stitched across windows, no cap on K.
+*old* = ``iondiff_core/centres.py`` as it was at commit 4e2dd41 (read with ``git show``,
+so the comparison does not drift as the code changes): each ion's whole run clustered at
+once, K capped at 60. *new* = the defaults: time windows of at most 5000 frames, centres
+stitched across windows, no cap on K. Hops are found from either set of centres by the
+same :func:`iondiff_core.hops.find_hops`.
 
 Prints a markdown section for docs/VALIDATION.md: per run, the hops of each, how many are
 the same hop (same ion, same first and last transit frame) or nearly (both within 2
@@ -15,6 +17,8 @@ frames), the clustering stage's CPU seconds; per planted case, precision and rec
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_scale import lattice_walk  # noqa: E402
 from iondiff_core import pipeline  # noqa: E402
-from iondiff_core.centres import cluster_ions, select  # noqa: E402
+import iondiff_core.centres  # noqa: E402,F401
 from iondiff_core.hops import find_hops  # noqa: E402
 from iondiff_core.io import find_simulations, read_trajectory  # noqa: E402
 from iondiff_core.parameters import Parameters  # noqa: E402
@@ -37,20 +41,34 @@ from iondiff_core.trajectory import unwrap  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 TIMESTEP_FS = {"LiPS.exyz.xz": 20.0}  # not in the file; from ../shared/data/README.md
+BASE = "4e2dd41"  # the engine before time windows
 OLD = Parameters(window_frames=0, k_max_limit=60)
 NEW = Parameters()
 
 
+def _centres_before_windows():
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{BASE}:iondiff_core/centres.py"],
+                         capture_output=True, text=True, check=True).stdout
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("centres_before_windows", loader=None))
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
+    exec(compile(src, f"{BASE}:iondiff_core/centres.py", "exec"), mod.__dict__)
+    return mod
+
+
+OLD_CENTRES = _centres_before_windows()
+
+
 def hops_of(x: np.ndarray, params: Parameters, timestep_fs: float | None):
     """(closed hops as (ion, start, end) rows, centres per ion, clustering CPU seconds, windows per ion)."""
+    mod = OLD_CENTRES if params is OLD else sys.modules["iondiff_core.centres"]
     c0 = time.process_time()
-    cl = cluster_ions(x, np.arange(x.shape[1]), params, timestep_fs)
+    cl = mod.cluster_ions(x, np.arange(x.shape[1]), params, timestep_fs)
     cpu = time.process_time() - c0
-    cen = select(cl, x, params.silhouette_threshold, 2 * params.r_vib_A)
+    cen = mod.select(cl, x, params.silhouette_threshold, 2 * params.r_vib_A)
     h = find_hops(x, cen, params.r_vib_A, params.hop_rule, params.cloud_quantile).hops
     closed = ~h.open_ended
     rows = np.stack([h.ion[closed], h.start[closed], h.end[closed]], axis=1)
-    windows = max(1 if c.bounds is None else len(c.bounds) - 1 for c in cl.ions)
+    windows = max(1 if getattr(c, "bounds", None) is None else len(c.bounds) - 1 for c in cl.ions)
     return rows, cen.k, cpu, windows
 
 

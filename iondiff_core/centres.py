@@ -432,6 +432,10 @@ def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int
     over restarts: the histograms are small, so one call costs about a millisecond.
     """
     rng = np.random.default_rng(seed)
+    # About the points' mean: k-means is translation invariant, and the expanded
+    # distances below lose no precision on unwrapped positions far from the origin.
+    origin = points.mean(axis=0)
+    points = points - origin
     p = len(points)
     w = weights / weights.sum()
     centres = np.empty((n_init, k, 3))
@@ -450,7 +454,9 @@ def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int
     w_tiled = np.tile(weights, n_init)
     wp_tiled = [np.tile(weights * points[:, d], n_init) for d in range(3)]
     for _ in range(max_iter):
-        labels = np.argmin(_sqdist_batch(points, centres), axis=2)  # (n_init, P)
+        # Nearest centre: argmin of |c|^2 - 2 p.c (|p|^2 is the same for every centre), one matrix product.
+        score = np.einsum("ikd,ikd->ik", centres, centres)[:, None, :] - 2.0 * np.matmul(points, centres.transpose(0, 2, 1))
+        labels = np.argmin(score, axis=2)  # (n_init, P)
         idx = (labels + offsets).ravel()
         wsum = np.bincount(idx, weights=w_tiled, minlength=n_init * k).reshape(n_init, k)
         new = np.stack([np.bincount(idx, weights=wp, minlength=n_init * k) for wp in wp_tiled], axis=1).reshape(n_init, k, 3)
@@ -461,7 +467,7 @@ def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int
         if shift <= tol:
             break
     inertia = np.sum(np.min(_sqdist_batch(points, centres), axis=2) * weights, axis=1)
-    return centres[int(np.argmin(inertia))]
+    return centres[int(np.argmin(inertia))] + origin
 
 
 def _sqdist_batch(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
