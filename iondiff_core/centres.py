@@ -449,19 +449,19 @@ def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int
         centres[:, j] = points[pick]
         d2 = np.minimum(d2, _sqdist_batch(points, centres[:, j : j + 1])[..., 0])
     tol = 1e-12 * max(float(np.sum(np.var(points, axis=0))), 1e-12)
-    offsets = (np.arange(n_init) * k)[:, None]
-    # The weights of every restart, tiled once (they do not change between iterations).
-    w_tiled = np.tile(weights, n_init)
-    wp_tiled = [np.tile(weights * points[:, d], n_init) for d in range(3)]
+    # Weighted points with their weight as a 4th column: one matrix product per
+    # iteration gives every cluster's weighted sum and total weight.
+    wp = np.concatenate([points * weights[:, None], weights[:, None]], axis=1)  # (P, 4)
+    ks = np.arange(k)
     for _ in range(max_iter):
         # Nearest centre: argmin of |c|^2 - 2 p.c (|p|^2 is the same for every centre), one matrix product.
         score = np.einsum("ikd,ikd->ik", centres, centres)[:, None, :] - 2.0 * np.matmul(points, centres.transpose(0, 2, 1))
         labels = np.argmin(score, axis=2)  # (n_init, P)
-        idx = (labels + offsets).ravel()
-        wsum = np.bincount(idx, weights=w_tiled, minlength=n_init * k).reshape(n_init, k)
-        new = np.stack([np.bincount(idx, weights=wp, minlength=n_init * k) for wp in wp_tiled], axis=1).reshape(n_init, k, 3)
+        onehot = (labels[:, :, None] == ks).astype(float)  # (n_init, P, k)
+        sums = np.matmul(onehot.transpose(0, 2, 1), wp)  # (n_init, k, 4)
+        wsum = sums[..., 3]
         empty = wsum == 0
-        new = np.where(empty[..., None], centres, new / np.where(empty, 1, wsum)[..., None])
+        new = np.where(empty[..., None], centres, sums[..., :3] / np.where(empty, 1, wsum)[..., None])
         shift = np.max(np.sum((new - centres) ** 2, axis=2))
         centres = new
         if shift <= tol:

@@ -117,7 +117,7 @@ class Parameters:
     kmeans_n_init: int = 10
     voxel_A: float = 0.1
     window_frames: int = 5000
-    window_sites: int = 6
+    window_sites: int = 8
     window_min_frames: int = 1000
     denoise_fs: float = 300.0
     r_vib_A: float = 0.5
