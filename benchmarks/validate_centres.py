@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_scale import lattice_walk  # noqa: E402
-from iondiff_core import pipeline  # noqa: E402
+from iondiff_core import consistency, pipeline  # noqa: E402
 import iondiff_core.centres  # noqa: E402,F401
 from iondiff_core.hops import find_hops  # noqa: E402
 from iondiff_core.io import find_simulations, read_trajectory  # noqa: E402
@@ -59,7 +59,8 @@ OLD_CENTRES = _centres_before_windows()
 
 
 def hops_of(x: np.ndarray, params: Parameters, timestep_fs: float | None):
-    """(closed hops as (ion, start, end) rows, centres per ion, clustering CPU seconds, windows per ion)."""
+    """(closed hops as (ion, start, end) rows, centres per ion, clustering CPU seconds, windows per ion,
+    METHOD.md section 7 consistency summary)."""
     mod = OLD_CENTRES if params is OLD else sys.modules["iondiff_core.centres"]
     c0 = time.process_time()
     cl = mod.cluster_ions(x, np.arange(x.shape[1]), params, timestep_fs)
@@ -69,7 +70,7 @@ def hops_of(x: np.ndarray, params: Parameters, timestep_fs: float | None):
     closed = ~h.open_ended
     rows = np.stack([h.ion[closed], h.start[closed], h.end[closed]], axis=1)
     windows = max(1 if getattr(c, "bounds", None) is None else len(c.bounds) - 1 for c in cl.ions)
-    return rows, cen.k, cpu, windows
+    return rows, cen.k, cpu, windows, consistency.check(x, h).summary()
 
 
 def agreement(a: np.ndarray, b: np.ndarray, tol: int) -> int:
@@ -80,18 +81,26 @@ def agreement(a: np.ndarray, b: np.ndarray, tol: int) -> int:
 def real_table() -> list[str]:
     out = [
         "| trajectory | ions x frames | windows (new) | hops old | hops new | same hop | within 2 frames "
-        "| ions whose centre count differs | clustering CPU s old | new | old / new |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ions whose centre count differs | residual old / new (Å) | MSD from hops old / new / measured (Å²) "
+        "| new, one window: hops, same as old | clustering CPU s old | new | old / new |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for sim in sorted(find_simulations(REAL), key=lambda p: p.name):
         traj = read_trajectory(sim, timestep_fs=TIMESTEP_FS.get(sim.name))
         prep = pipeline.prepare(traj, NEW)
         x = prep.positions_A
-        a, ka, ta, _ = hops_of(x, OLD, traj.timestep_fs)
-        b, kb, tb, w = hops_of(x, NEW, traj.timestep_fs)
+        a, ka, ta, _, ca = hops_of(x, OLD, traj.timestep_fs)
+        b, kb, tb, w, cb = hops_of(x, NEW, traj.timestep_fs)
         same, near = agreement(a, b, 0), agreement(a, b, 2)
+        if w > 1:  # the same rules on the whole run: which differences the windows make
+            c1 = hops_of(x, NEW.replace(window_frames=0), traj.timestep_fs)[0]
+            whole = f"{len(c1)}, {agreement(a, c1, 0)}"
+        else:
+            whole = "(one window)"
         row = (f"| {sim.name} | {x.shape[1]} x {x.shape[0]} | {w} | {len(a)} | {len(b)} | {same} | {near} | "
-               f"{int(np.sum(ka != kb))} | {ta:.1f} | {tb:.1f} | {ta / tb:.1f} |")
+               f"{int(np.sum(ka != kb))} | {ca['residual_mean_A']:.2f} / {cb['residual_mean_A']:.2f} | "
+               f"{ca['msd_from_hops_A2']:.1f} / {cb['msd_from_hops_A2']:.1f} / {ca['msd_measured_A2']:.1f} | {whole} | "
+               f"{ta:.1f} | {tb:.1f} | {ta / tb:.1f} |")
         print(row, file=sys.stderr, flush=True)
         out.append(row)
     return out
@@ -125,7 +134,7 @@ def planted_table() -> list[str]:
         cells = [label, str(len(planted))]
         times = []
         for params in (OLD, NEW):
-            rows, k, cpu, _ = hops_of(x, params, dt)
+            rows, k, cpu, _, _ = hops_of(x, params, dt)
             pairs = match_hops(rows[:, 0], rows[:, 1], rows[:, 2], planted, tol=4)
             cells += [str(len(rows)), f"{len(pairs) / max(1, len(rows)):.3f} / {len(pairs) / len(planted):.3f}", str(int(k.max()))]
             times.append(f"{cpu:.1f}")

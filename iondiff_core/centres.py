@@ -58,6 +58,8 @@ class IonClustering:
     bounds : ndarray of int, shape (W + 1,) or None
         Frame bounds of the W windows (window w is frames ``bounds[w]:bounds[w+1]``);
         None = one window, the whole run.
+    radius : list of ndarray, each (K,), Å
+        Root-mean-square distance of each centre's frames to it (the cluster's size).
     """
 
     ks: np.ndarray
@@ -66,10 +68,13 @@ class IonClustering:
     sizes: list[np.ndarray] | None = None
     window: np.ndarray | None = None
     bounds: np.ndarray | None = None
+    radius: list[np.ndarray] | None = None
 
     def __post_init__(self):
         if self.sizes is None:
             self.sizes = [np.ones(len(c)) for c in self.centres]
+        if self.radius is None:
+            self.radius = [np.zeros(len(c)) for c in self.centres]
         if self.window is None:
             self.window = np.zeros(len(self.ks), dtype=int)
 
@@ -98,6 +103,7 @@ class Clustering:
             "silhouette": cat([c.silhouette for c in self.ions], np.zeros(0)),
             "centres": cat([np.concatenate(c.centres) for c in self.ions if c.centres], np.zeros((0, 3))),
             "sizes": cat([np.concatenate(c.sizes) for c in self.ions if c.sizes], np.zeros(0)),
+            "radius": cat([np.concatenate(c.radius) for c in self.ions if c.radius], np.zeros(0)),
             "window": cat([c.window for c in self.ions], np.zeros(0, int)),
             "n_bounds": np.array([len(b) for b in bounds], dtype=int),
             "bounds": cat(bounds, np.zeros(0, int)),
@@ -110,14 +116,17 @@ class Clustering:
         n_bounds = a["n_bounds"] if "n_bounds" in a else np.ones(len(a["n_k"]), dtype=int)
         for m, nb in zip(a["n_k"], n_bounds):
             ks = a["ks"][ko : ko + m].astype(int)
-            cents, sizes = [], []
+            cents, sizes, radius = [], [], []
             for k in ks:
                 cents.append(a["centres"][co : co + k])
                 sizes.append(a["sizes"][co : co + k] if "sizes" in a else np.ones(k))
+                radius.append(a["radius"][co : co + k] if "radius" in a else np.zeros(k))
                 co += k
             window = a["window"][ko : ko + m].astype(int) if "window" in a else None
             bounds = a["bounds"][bo : bo + nb].astype(int) if "bounds" in a else np.array([-1])
-            ions.append(IonClustering(ks, a["silhouette"][ko : ko + m], cents, sizes, window, None if bounds[0] < 0 else bounds))
+            ions.append(
+                IonClustering(ks, a["silhouette"][ko : ko + m], cents, sizes, window, None if bounds[0] < 0 else bounds, radius)
+            )
             ko += m
             bo += nb
         return cls(np.asarray(a["atoms"]), ions, str(a["kind"]))
@@ -189,7 +198,8 @@ def cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
     sils = np.array([v for p in parts for v in p[1]], dtype=float)
     window = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts]).astype(int)
     return IonClustering(
-        ks, sils, [c for p in parts for c in p[2]], [n for p in parts for n in p[3]], window, bounds if len(parts) > 1 else None
+        ks, sils, [c for p in parts for c in p[2]], [n for p in parts for n in p[3]], window, bounds if len(parts) > 1 else None,
+        [r for p in parts for r in p[4]],
     )
 
 
@@ -236,14 +246,14 @@ def _snap_to_rest(x: np.ndarray, bounds: np.ndarray, min_frames: int) -> np.ndar
 
 
 def _cluster_window(x: np.ndarray, params: Parameters):
-    """The K search on one window: (ks, silhouettes, centres, sizes)."""
+    """The K search on one window: (ks, silhouettes, centres, sizes, rms radii)."""
     points, weights = _voxel_histogram(x, params.voxel_A)
     n_distinct = len(points)
     silhouette = SILHOUETTES[params.silhouette]
     limit = params.k_max if params.k_max else (params.k_max_limit or n_distinct)
     limit = min(limit, n_distinct, len(x) - 1)
     hi = min(limit, params.k_max or max(10, count_dwell_sites(x) + params.k_patience))
-    ks, sils, cents, sizes = [], [], [], []
+    ks, sils, cents, sizes, radii = [], [], [], [], []
     k = 2
     while k <= hi:
         centres, labels = _kmeans(x, points, weights, k, params)
@@ -251,13 +261,16 @@ def _cluster_window(x: np.ndarray, params: Parameters):
         ks.append(k)
         sils.append(silhouette(x, labels, kk) if kk >= 2 else -1.0)
         cents.append(centres)
-        sizes.append(np.bincount(labels, minlength=kk).astype(float))
+        counts = np.bincount(labels, minlength=kk).astype(float)
+        sizes.append(counts)
+        own = np.einsum("td,td->t", x - centres[labels], x - centres[labels])
+        radii.append(np.sqrt(np.bincount(labels, weights=own, minlength=kk) / np.maximum(counts, 1)))
         k += 1
         if k > hi and params.k_max is None:
             best = ks[int(np.argmax(sils))]
             if best > hi - params.k_patience and hi < limit:
                 hi = min(limit, hi + max(params.k_patience, 5))
-    return ks, sils, cents, sizes
+    return ks, sils, cents, sizes, radii
 
 
 def denoise_window(denoise_fs: float, timestep_fs: float | None) -> int:
@@ -344,7 +357,12 @@ def _cluster_parallel(x: np.ndarray, params: Parameters, window: int, progress, 
 
 
 def select(
-    clustering: Clustering, positions_A: np.ndarray, threshold: float, min_separation_A: float = 0.0, merge_A: float | None = None
+    clustering: Clustering,
+    positions_A: np.ndarray,
+    threshold: float,
+    min_separation_A: float = 0.0,
+    merge_A: float | None = None,
+    max_radius_A: float | None = None,
 ) -> Centres:
     """Pick K per ion and window: the K of best mean silhouette, or 1 if that is below
     ``threshold``; then stitch the windows' centres into one set per ion.
@@ -352,6 +370,11 @@ def select(
     Only K whose centres are all at least ``min_separation_A`` apart are eligible:
     the hop rule cannot tell apart two centres whose vibration spheres overlap
     (pass 2 r_vib), and such a split is a single site wandering, not two sites.
+    Nor are K whose clusters have a root-mean-square radius above ``max_radius_A``
+    (default 2 ``min_separation_A``, i.e. 4 r_vib): such a cluster is a group of sites,
+    not a vibration centre. The squared silhouette rates a split of a long walk into
+    two far-apart halves highly, so without this rule a window (or a whole run) in
+    which an ion roams far gets two "centres" that are no site at all.
     A window with K = 1 contributes the mean of its frames. Centres of different
     windows are merged (complete linkage, so no chains) when they lie within
     ``merge_A`` of each other (default ``min_separation_A``, or 1 Å if that is 0),
@@ -359,6 +382,7 @@ def select(
     An ion clustered as one window gets its window's centres unchanged.
     """
     merge_A = merge_A if merge_A is not None else (min_separation_A or 1.0)
+    max_radius_A = max_radius_A if max_radius_A is not None else (2 * min_separation_A or np.inf)
     n_frames = positions_A.shape[0]
     centres, ks, best = [], [], []
     for i, c in enumerate(clustering.ions):
@@ -366,7 +390,10 @@ def select(
         picks, weights, sils = [], [], []
         for w, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
             m = np.flatnonzero(c.window == w)
-            ok = np.array([_min_separation(c.centres[e]) >= min_separation_A for e in m], dtype=bool)
+            ok = np.array(
+                [_min_separation(c.centres[e]) >= min_separation_A and c.radius[e].max(initial=0) <= max_radius_A for e in m],
+                dtype=bool,
+            )
             sil = np.where(ok, c.silhouette[m], -np.inf)
             j = int(np.argmax(sil)) if len(sil) and np.isfinite(sil).any() else -1
             s = float(sil[j]) if j >= 0 else -1.0

@@ -200,3 +200,17 @@ def test_count_dwell_sites():
     centres = np.stack([np.arange(15) * 2.5, np.zeros(15), np.zeros(15)], axis=1)
     assert count_dwell_sites(blobs(centres, 300, 0.12)) == 15
     assert count_dwell_sites(blobs([[0, 0, 0]], 2000, 0.2)) == 1
+
+
+def test_wide_clusters_are_not_centres():
+    # A row of four sites 2.5 Å apart, and another 60 Å away: the squared silhouette
+    # rates the split into the two far rows (K = 2, clusters 2.8 Å rms wide) best.
+    row = np.array([[0, 0, 0], [0, 2.5, 0], [0, 5, 0], [0, 7.5, 0]], float)
+    sites = np.concatenate([row, row + [60.0, 0, 0]])
+    x = blobs(sites, 400, 0.15)
+    p = Parameters(window_frames=0)
+    cl = cluster_ions(x[:, None, :], np.array([0]), p)
+    assert select(cl, x[:, None, :], 0.7, 1.0, max_radius_A=np.inf).k[0] == 2  # halves, not sites
+    got = select(cl, x[:, None, :], 0.7, 1.0)  # default: clusters wider than 2 Å rms are not centres
+    assert got.k[0] == 8
+    assert cdist(sites, got.centres[0]).min(axis=1).max() < 0.05
