@@ -19,7 +19,7 @@ with jitter. Frames 10 fs apart; clustering on 300 fs averages (the default).
 Precision/recall: a found hop matches a planted one of the same ion when both
 boundaries lie within 4 frames (:func:`iondiff_core.synthetic.match_hops`).
 
-    python benchmarks/bench_scale.py            # about 3 minutes on 2 cores
+    python benchmarks/bench_scale.py            # about 4 minutes of CPU (one process)
     python benchmarks/bench_scale.py --quick    # smaller sizes, under a minute
     python benchmarks/bench_scale.py --huge     # adds 10^8 ion-frames (2.4 GB of positions)
 """
