@@ -5,6 +5,17 @@ This is the expensive stage. Its result, :class:`Clustering`, keeps for every io
 centres and the mean silhouette of *every* K tried, so the silhouette threshold (a
 slider) picks K afterwards without clustering again (:func:`select`).
 
+Time windows: k-means over K = 2, 3, ... on a whole run costs O(T K^2) per ion, and K
+is the number of sites the ion visits, so a long MLIP run whose ions visit a hundred
+sites costs a hundred times more per frame than one whose ions stay home. The paper's
+rule is well posed where an ion visits a few sites, so each ion's run is cut into time
+windows of at most ``window_frames`` frames (shorter where the ion dwells at more than
+``window_sites`` sites, :func:`window_bounds`), the K search runs in each window, and
+:func:`select` stitches the windows' chosen centres into one set per ion (centres of
+one site seen in several windows are merged). The cost per ion-frame is then that of
+a window with a few sites, whatever the number of sites visited, and no cap on K is
+needed. A run no longer than one window is clustered exactly as before.
+
 Speed: an ion's cloud has far fewer distinct places than frames. k-means runs on a
 weighted histogram of the cloud (voxels of ``voxel_A``, weight = frames in the voxel,
 position = the frames' mean), then a few Lloyd iterations on every frame make the
@@ -22,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.ndimage import uniform_filter1d
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
@@ -41,11 +53,32 @@ class IonClustering:
         Mean silhouette of each K.
     centres : list of ndarray, each (K, 3), Å
         Cluster centres (means of the frames labelled to them) of each K.
+    sizes : list of ndarray, each (K,)
+        Frames labelled to each centre (weights when windows are stitched).
+    window : ndarray of int, shape (M,)
+        Time window of each entry (index into ``bounds``).
+    bounds : ndarray of int, shape (W + 1,) or None
+        Frame bounds of the W windows (window w is frames ``bounds[w]:bounds[w+1]``);
+        None = one window, the whole run.
+    radius : list of ndarray, each (K,), Å
+        Root-mean-square distance of each centre's frames to it (the cluster's size).
     """
 
     ks: np.ndarray
     silhouette: np.ndarray
     centres: list[np.ndarray]
+    sizes: list[np.ndarray] | None = None
+    window: np.ndarray | None = None
+    bounds: np.ndarray | None = None
+    radius: list[np.ndarray] | None = None
+
+    def __post_init__(self):
+        if self.sizes is None:
+            self.sizes = [np.ones(len(c)) for c in self.centres]
+        if self.radius is None:
+            self.radius = [np.zeros(len(c)) for c in self.centres]
+        if self.window is None:
+            self.window = np.zeros(len(self.ks), dtype=int)
 
 
 @dataclass
@@ -59,12 +92,23 @@ class Clustering:
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for ``np.savez`` (see :meth:`from_arrays`)."""
         ks = [c.ks for c in self.ions]
+        # Window bounds: -1 marks "one window, the whole run" (bounds None).
+        bounds = [c.bounds if c.bounds is not None else np.array([-1]) for c in self.ions]
+
+        def cat(parts, empty):
+            return np.concatenate(parts) if parts else empty
+
         return {
             "atoms": self.atoms,
-            "n_k": np.array([len(k) for k in ks]),
-            "ks": np.concatenate(ks) if ks else np.zeros(0, int),
-            "silhouette": np.concatenate([c.silhouette for c in self.ions]) if ks else np.zeros(0),
-            "centres": np.concatenate([np.concatenate(c.centres) for c in self.ions if c.centres] or [np.zeros((0, 3))]),
+            "n_k": np.array([len(k) for k in ks], dtype=int),
+            "ks": cat(ks, np.zeros(0, int)),
+            "silhouette": cat([c.silhouette for c in self.ions], np.zeros(0)),
+            "centres": cat([np.concatenate(c.centres) for c in self.ions if c.centres], np.zeros((0, 3))),
+            "sizes": cat([np.concatenate(c.sizes) for c in self.ions if c.sizes], np.zeros(0)),
+            "radius": cat([np.concatenate(c.radius) for c in self.ions if c.radius], np.zeros(0)),
+            "window": cat([c.window for c in self.ions], np.zeros(0, int)),
+            "n_bounds": np.array([len(b) for b in bounds], dtype=int),
+            "bounds": cat(bounds, np.zeros(0, int)),
             "kind": np.array(self.silhouette_kind),
         }
 
@@ -78,16 +122,23 @@ class Clustering:
 
     @classmethod
     def from_arrays(cls, a) -> "Clustering":
-        ions, ko, co = [], 0, 0
-        for m in a["n_k"]:
-            ks = a["ks"][ko : ko + m]
-            sil = a["silhouette"][ko : ko + m]
-            cents = []
+        ions, ko, co, bo = [], 0, 0, 0
+        n_bounds = a["n_bounds"] if "n_bounds" in a else np.ones(len(a["n_k"]), dtype=int)
+        for m, nb in zip(a["n_k"], n_bounds):
+            ks = a["ks"][ko : ko + m].astype(int)
+            cents, sizes, radius = [], [], []
             for k in ks:
                 cents.append(a["centres"][co : co + k])
+                sizes.append(a["sizes"][co : co + k] if "sizes" in a else np.ones(k))
+                radius.append(a["radius"][co : co + k] if "radius" in a else np.zeros(k))
                 co += k
-            ions.append(IonClustering(ks.astype(int), sil, cents))
+            window = a["window"][ko : ko + m].astype(int) if "window" in a else None
+            bounds = a["bounds"][bo : bo + nb].astype(int) if "bounds" in a else np.array([-1])
+            ions.append(
+                IonClustering(ks, a["silhouette"][ko : ko + m], cents, sizes, window, None if bounds[0] < 0 else bounds, radius)
+            )
             ko += m
+            bo += nb
         return cls(np.asarray(a["atoms"]), ions, str(a["kind"]))
 
 
@@ -97,7 +148,7 @@ class Centres:
 
     centres: list[np.ndarray]  # per ion (K, 3), Å
     k: np.ndarray  # K per ion
-    best_silhouette: np.ndarray  # best mean silhouette over K >= 2 per ion
+    best_silhouette: np.ndarray  # best mean silhouette over K >= 2 per ion (frame-weighted over windows)
 
 
 def squared_silhouette(x: np.ndarray, labels: np.ndarray, n_clusters: int) -> float:
@@ -137,28 +188,82 @@ SILHOUETTES = {"squared": squared_silhouette, "euclidean": euclidean_silhouette}
 
 
 def cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
-    """k-means of one ion's unwrapped positions (T, 3) in Å for K = 2, 3, ...
+    """k-means of one ion's unwrapped positions (T, 3) in Å for K = 2, 3, ..., per time window.
 
-    With ``params.k_max`` set, K runs to it. Otherwise K runs at least to 10 and to the
-    number of sites the ion dwells at (:func:`count_dwell_sites`) plus ``k_patience``,
-    and is raised further while the best silhouette lies within ``k_patience`` of the
-    largest K tried (up to ``k_max_limit`` or the number of distinct places), so an ion
-    visiting many sites is not capped.
+    The run is cut into windows (:func:`window_bounds`; one window when
+    ``params.window_frames`` is 0 or the run is no longer than it). In each window, with
+    ``params.k_max`` set, K runs to it. Otherwise K runs at least to 10 and to the
+    number of sites the ion dwells at in the window (:func:`count_dwell_sites`) plus
+    ``k_patience``, and is raised further while the best silhouette lies within
+    ``k_patience`` of the largest K tried (up to ``k_max_limit`` if set, and the number
+    of distinct places), so a window with many sites is not capped.
     """
     # One thread: the histograms are small, and OpenMP threads oversubscribed by a
     # busy machine (or parallel workers) slow k-means down twentyfold.
     with threadpool_limits(1):
-        return _cluster_ion(np.ascontiguousarray(x, dtype=np.float64), params)
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        bounds = window_bounds(x, params)
+        parts = [_cluster_window(x[a:b], params) for a, b in zip(bounds[:-1], bounds[1:])]
+    ks = np.array([k for p in parts for k in p[0]], dtype=int)
+    sils = np.array([v for p in parts for v in p[1]], dtype=float)
+    window = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts]).astype(int)
+    return IonClustering(
+        ks, sils, [c for p in parts for c in p[2]], [n for p in parts for n in p[3]], window, bounds if len(parts) > 1 else None,
+        [r for p in parts for r in p[4]],
+    )
 
 
-def _cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
+def window_bounds(x: np.ndarray, params: Parameters) -> np.ndarray:
+    """Frame bounds (W + 1,) of the time windows one ion's run is clustered in.
+
+    Equal windows of at most ``params.window_frames`` frames; a window in which the ion
+    dwells at more than ``params.window_sites`` sites (:func:`count_dwell_sites`, O(frames))
+    is cut into equal parts with about that many sites each, none shorter than
+    ``params.window_min_frames``; every inner bound is then moved to a frame where the
+    ion rests (:func:`_snap_to_rest`). ``window_frames = 0``: one window, the whole run.
+    """
+    n = len(x)
+    if not params.window_frames or n <= params.window_frames:
+        coarse = np.array([0, n])
+    else:
+        coarse = np.linspace(0, n, -(-n // params.window_frames) + 1).astype(int)
+    if not params.window_frames:
+        return coarse
+    out = [0]
+    for a, b in zip(coarse[:-1], coarse[1:]):
+        parts = 1
+        if b - a >= 2 * params.window_min_frames:
+            sites = count_dwell_sites(x[a:b])
+            parts = max(1, min(-(-sites // params.window_sites), (b - a) // params.window_min_frames))
+        out.extend(np.linspace(a, b, parts + 1).astype(int)[1:].tolist())
+    return _snap_to_rest(x, np.array(out, dtype=int), params.window_min_frames)
+
+
+def _snap_to_rest(x: np.ndarray, bounds: np.ndarray, min_frames: int) -> np.ndarray:
+    """Move each inner window bound, within a quarter of ``min_frames``, to the frame where
+    the ion moves least (displacement over +-min_frames/20 frames), so that no window
+    ends in the middle of a hop: a transit cut in two makes a cluster of its own, off
+    every site."""
+    h = max(1, min_frames // 20)
+    r = max(1, min_frames // 4)
+    out = bounds.copy()
+    for w in range(1, len(bounds) - 1):
+        t = np.arange(max(h, bounds[w] - r), min(len(x) - h, bounds[w] + r + 1))
+        if t.size:
+            move = np.einsum("td,td->t", x[t + h] - x[t - h], x[t + h] - x[t - h])
+            out[w] = t[int(np.argmin(move))]
+    return out
+
+
+def _cluster_window(x: np.ndarray, params: Parameters):
+    """The K search on one window: (ks, silhouettes, centres, sizes, rms radii)."""
     points, weights = _voxel_histogram(x, params.voxel_A)
     n_distinct = len(points)
     silhouette = SILHOUETTES[params.silhouette]
-    limit = params.k_max if params.k_max else params.k_max_limit
+    limit = params.k_max if params.k_max else (params.k_max_limit or n_distinct)
     limit = min(limit, n_distinct, len(x) - 1)
     hi = min(limit, params.k_max or max(10, count_dwell_sites(x) + params.k_patience))
-    ks, sils, cents = [], [], []
+    ks, sils, cents, sizes, radii = [], [], [], [], []
     k = 2
     while k <= hi:
         centres, labels = _kmeans(x, points, weights, k, params)
@@ -166,12 +271,16 @@ def _cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
         ks.append(k)
         sils.append(silhouette(x, labels, kk) if kk >= 2 else -1.0)
         cents.append(centres)
+        counts = np.bincount(labels, minlength=kk).astype(float)
+        sizes.append(counts)
+        own = np.einsum("td,td->t", x - centres[labels], x - centres[labels])
+        radii.append(np.sqrt(np.bincount(labels, weights=own, minlength=kk) / np.maximum(counts, 1)))
         k += 1
         if k > hi and params.k_max is None:
             best = ks[int(np.argmax(sils))]
             if best > hi - params.k_patience and hi < limit:
                 hi = min(limit, hi + max(params.k_patience, 5))
-    return IonClustering(np.array(ks, dtype=int), np.array(sils, dtype=float), cents)
+    return ks, sils, cents, sizes, radii
 
 
 def denoise_window(denoise_fs: float, timestep_fs: float | None) -> int:
@@ -333,26 +442,78 @@ def write_ion_major(positions_A: np.ndarray, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
-def select(clustering: Clustering, positions_A: np.ndarray, threshold: float, min_separation_A: float = 0.0) -> Centres:
-    """Pick K per ion: the K of best mean silhouette, or 1 if that is below ``threshold``.
+def select(
+    clustering: Clustering,
+    positions_A: np.ndarray,
+    threshold: float,
+    min_separation_A: float = 0.0,
+    merge_A: float | None = None,
+    max_radius_A: float | None = None,
+) -> Centres:
+    """Pick K per ion and window: the K of best mean silhouette, or 1 if that is below
+    ``threshold``; then stitch the windows' centres into one set per ion.
 
     Only K whose centres are all at least ``min_separation_A`` apart are eligible:
     the hop rule cannot tell apart two centres whose vibration spheres overlap
     (pass 2 r_vib), and such a split is a single site wandering, not two sites.
+    Nor are K whose clusters have a root-mean-square radius above ``max_radius_A``
+    (default 2 ``min_separation_A``, i.e. 4 r_vib): such a cluster is a group of sites,
+    not a vibration centre. The squared silhouette rates a split of a long walk into
+    two far-apart halves highly, so without this rule a window (or a whole run) in
+    which an ion roams far gets two "centres" that are no site at all.
+    A window with K = 1 contributes the mean of its frames. Centres of different
+    windows are merged (complete linkage, so no chains) when they lie within
+    ``merge_A`` of each other (default ``min_separation_A``, or 1 Å if that is 0),
+    as frame-weighted means; centres are numbered by the first window that holds them.
+    An ion clustered as one window gets its window's centres unchanged.
     """
+    merge_A = merge_A if merge_A is not None else (min_separation_A or 1.0)
+    max_radius_A = max_radius_A if max_radius_A is not None else (2 * min_separation_A or np.inf)
+    n_frames = positions_A.shape[0]
     centres, ks, best = [], [], []
     for i, c in enumerate(clustering.ions):
-        ok = np.array([_min_separation(m) >= min_separation_A for m in c.centres], dtype=bool)
-        sil = np.where(ok, c.silhouette, -np.inf) if len(ok) else c.silhouette
-        j = int(np.argmax(sil)) if len(sil) and np.isfinite(sil).any() else -1
-        s = float(sil[j]) if j >= 0 else -1.0
-        best.append(s)
-        if j < 0 or s < threshold:
-            centres.append(positions_A[:, i, :].mean(axis=0, keepdims=True))
-        else:
-            centres.append(c.centres[j])
+        bounds = c.bounds if c.bounds is not None else np.array([0, n_frames])
+        picks, weights, sils = [], [], []
+        for w, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            m = np.flatnonzero(c.window == w)
+            ok = np.array(
+                [_min_separation(c.centres[e]) >= min_separation_A and c.radius[e].max(initial=0) <= max_radius_A for e in m],
+                dtype=bool,
+            )
+            sil = np.where(ok, c.silhouette[m], -np.inf)
+            j = int(np.argmax(sil)) if len(sil) and np.isfinite(sil).any() else -1
+            s = float(sil[j]) if j >= 0 else -1.0
+            sils.append(s)
+            if j < 0 or s < threshold:
+                picks.append(positions_A[a:b, i, :].mean(axis=0, keepdims=True))
+                weights.append(np.array([float(b - a)]))
+            else:
+                picks.append(c.centres[m[j]])
+                weights.append(c.sizes[m[j]])
+        lengths = np.diff(bounds).astype(float)
+        best.append(float(np.dot(sils, lengths) / lengths.sum()))
+        centres.append(picks[0] if len(picks) == 1 else stitch(np.concatenate(picks), np.concatenate(weights), merge_A))
         ks.append(len(centres[-1]))
     return Centres(centres, np.array(ks), np.array(best))
+
+
+def stitch(centres_A: np.ndarray, weights: np.ndarray, merge_A: float) -> np.ndarray:
+    """Merge centres (n, 3) of one ion found in different windows into one site set.
+
+    Complete linkage: a merged group's centres all lie within ``merge_A`` (Å) of each
+    other, so a row of sites closer than that to their neighbours is not chained into
+    one. Each group becomes the ``weights``-weighted mean (frames) of its centres; groups
+    are returned in the order of their first member in ``centres_A``.
+    """
+    if len(centres_A) < 2:
+        return centres_A
+    groups = fcluster(linkage(centres_A, method="complete"), t=merge_A, criterion="distance")
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))[inverse]  # group number in order of appearance
+    n = len(first)
+    w = np.maximum(weights, 1e-12)
+    sums = np.stack([np.bincount(rank, weights=w * centres_A[:, d], minlength=n) for d in range(3)], axis=1)
+    return sums / np.bincount(rank, weights=w, minlength=n)[:, None]
 
 
 def _min_separation(mu: np.ndarray) -> float:
@@ -384,6 +545,10 @@ def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int
     over restarts: the histograms are small, so one call costs about a millisecond.
     """
     rng = np.random.default_rng(seed)
+    # About the points' mean: k-means is translation invariant, and the expanded
+    # distances below lose no precision on unwrapped positions far from the origin.
+    origin = points.mean(axis=0)
+    points = points - origin
     p = len(points)
     w = weights / weights.sum()
     centres = np.empty((n_init, k, 3))
@@ -397,28 +562,36 @@ def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int
         centres[:, j] = points[pick]
         d2 = np.minimum(d2, _sqdist_batch(points, centres[:, j : j + 1])[..., 0])
     tol = 1e-12 * max(float(np.sum(np.var(points, axis=0))), 1e-12)
-    offsets = (np.arange(n_init) * k)[:, None]
+    # Weighted points with their weight as a 4th column: one matrix product per
+    # iteration gives every cluster's weighted sum and total weight.
+    wp = np.concatenate([points * weights[:, None], weights[:, None]], axis=1)  # (P, 4)
+    ks = np.arange(k)
     for _ in range(max_iter):
-        labels = np.argmin(_sqdist_batch(points, centres), axis=2)  # (n_init, P)
-        idx = (labels + offsets).ravel()
-        wsum = np.bincount(idx, weights=np.tile(weights, n_init), minlength=n_init * k).reshape(n_init, k)
-        new = np.stack(
-            [np.bincount(idx, weights=np.tile(weights * points[:, d], n_init), minlength=n_init * k) for d in range(3)], axis=1
-        ).reshape(n_init, k, 3)
+        # Nearest centre: argmin of |c|^2 - 2 p.c (|p|^2 is the same for every centre), one matrix product.
+        score = np.einsum("ikd,ikd->ik", centres, centres)[:, None, :] - 2.0 * np.matmul(points, centres.transpose(0, 2, 1))
+        labels = np.argmin(score, axis=2)  # (n_init, P)
+        onehot = (labels[:, :, None] == ks).astype(float)  # (n_init, P, k)
+        sums = np.matmul(onehot.transpose(0, 2, 1), wp)  # (n_init, k, 4)
+        wsum = sums[..., 3]
         empty = wsum == 0
-        new = np.where(empty[..., None], centres, new / np.where(empty, 1, wsum)[..., None])
+        new = np.where(empty[..., None], centres, sums[..., :3] / np.where(empty, 1, wsum)[..., None])
         shift = np.max(np.sum((new - centres) ** 2, axis=2))
         centres = new
         if shift <= tol:
             break
     inertia = np.sum(np.min(_sqdist_batch(points, centres), axis=2) * weights, axis=1)
-    return centres[int(np.argmin(inertia))]
+    return centres[int(np.argmin(inertia))] + origin
 
 
 def _sqdist_batch(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Squared distances (n_init, P, k) from points (P, 3) to each restart's centres (n_init, k, 3)."""
-    d = points[None, :, None, :] - centres[:, None, :, :]
-    return np.einsum("ipkd,ipkd->ipk", d, d)
+    # Per axis, summed in the same order as before: no (n_init, P, k, 3) temporary.
+    out = None
+    for d in range(3):
+        diff = points[None, :, None, d] - centres[:, None, :, d]
+        diff *= diff
+        out = diff if out is None else out + diff
+    return out
 
 
 def _kmeans(x, points, weights, k, params: Parameters):

@@ -15,7 +15,7 @@ from iondiff_core.errors import InputError
 #: Parameters that change the clustering stage; the rest only change cheap stages.
 CLUSTERING_FIELDS = (
     "species", "silhouette", "k_max", "k_max_limit", "k_patience", "kmeans_n_init", "voxel_A", "denoise_fs", "seed",
-    "remove_drift",
+    "remove_drift", "window_frames", "window_sites", "window_min_frames",
 )
 
 
@@ -35,8 +35,10 @@ class Parameters:
     k_max : int or None
         Largest K tried. None chooses it from the data: K is raised until the
         silhouette has fallen for ``k_patience`` values past its maximum.
-    k_max_limit : int
-        Hard cap on K when ``k_max`` is None.
+    k_max_limit : int or None
+        Hard cap on K when ``k_max`` is None; None (default) = no cap. Only for
+        reproducing the old behaviour (60): a cap silently merges the sites of an ion
+        that visits more of them.
     k_patience : int
         With ``k_max=None``: how many K past the best one must score lower before stopping.
     kmeans_n_init : int
@@ -44,6 +46,17 @@ class Parameters:
     voxel_A : float
         Voxel edge in Å of the weighted histogram that k-means clusters instead of
         every frame; 0 clusters every frame (slow, exact reference).
+    window_frames : int
+        Clustering runs per time window of at most this many frames, and the centres
+        of the windows are stitched into one set per ion (:func:`iondiff_core.centres.select`),
+        so the cost per ion-frame does not grow with the number of sites an ion visits.
+        0 clusters each ion's whole run at once (the paper's per-ion clustering; its cost
+        grows as the square of the sites visited).
+    window_sites : int
+        A window in which the ion dwells at more than this many sites is cut into shorter
+        windows (equal parts, none shorter than ``window_min_frames``).
+    window_min_frames : int
+        Shortest window; runs shorter than ``window_frames`` are one window.
     r_vib_A : float
         Vibration radius in Å: a frame within it of a centre vibrates there (slider).
     denoise_fs : float
@@ -108,10 +121,13 @@ class Parameters:
     silhouette: str = "squared"
     silhouette_threshold: float = 0.7
     k_max: int | None = None
-    k_max_limit: int = 60
+    k_max_limit: int | None = None
     k_patience: int = 4
     kmeans_n_init: int = 10
     voxel_A: float = 0.1
+    window_frames: int = 5000
+    window_sites: int = 8
+    window_min_frames: int = 1000
     denoise_fs: float = 300.0
     r_vib_A: float = 0.5
     hop_rule: str = "cloud"
@@ -138,7 +154,10 @@ class Parameters:
             (self.silhouette in ("squared", "euclidean"), "silhouette must be 'squared' or 'euclidean'"),
             (0.0 <= self.silhouette_threshold <= 1.0, "silhouette_threshold must lie in [0, 1]"),
             (self.k_max is None or self.k_max >= 2, "k_max must be at least 2"),
-            (self.k_max_limit >= 2, "k_max_limit must be at least 2"),
+            (self.k_max_limit is None or self.k_max_limit >= 2, "k_max_limit must be at least 2 or None"),
+            (self.window_frames == 0 or self.window_frames >= 10, "window_frames must be 0 (whole run) or at least 10"),
+            (self.window_sites >= 1, "window_sites must be at least 1"),
+            (self.window_min_frames >= 10, "window_min_frames must be at least 10"),
             (self.kmeans_n_init >= 1, "kmeans_n_init must be at least 1"),
             (self.voxel_A >= 0, "voxel_A must be >= 0"),
             (self.r_vib_A > 0, "r_vib_A must be > 0 Å"),

@@ -13,6 +13,8 @@ from iondiff_core.centres import (
     euclidean_silhouette,
     select,
     squared_silhouette,
+    stitch,
+    window_bounds,
 )
 from iondiff_core.parameters import Parameters
 from iondiff_core.trajectory import unwrap
@@ -46,7 +48,7 @@ def test_euclidean_variant_is_sklearns():
 
 def test_histogram_kmeans_matches_full_kmeans():
     x = blobs([[0, 0, 0], [2.5, 0, 0], [2.5, 2.5, 0], [0, 2.5, 2.5]], 2000, 0.15)
-    ion = cluster_ion(x, Parameters(k_max=6))
+    ion = cluster_ion(x, Parameters(k_max=6, window_frames=0))  # one window: the whole cloud
     j = list(ion.ks).index(4)
     full = KMeans(4, n_init=10, random_state=0).fit(x).cluster_centers_
     got = ion.centres[j]
@@ -58,11 +60,75 @@ def test_histogram_kmeans_matches_full_kmeans():
 def test_k_max_grows_past_ten_for_a_long_walker():
     centres = np.stack([np.arange(15) * 2.5, np.zeros(15), np.zeros(15)], axis=1)
     x = blobs(centres, 300, 0.12)
-    ion = cluster_ion(x, Parameters())
+    ion = cluster_ion(x, Parameters(window_frames=0))
     assert ion.ks.max() > 15
     assert ion.ks[np.argmax(ion.silhouette)] == 15
-    capped = cluster_ion(x, Parameters(k_max=10))
+    capped = cluster_ion(x, Parameters(k_max=10, window_frames=0))
     assert capped.ks.max() == 10
+    limited = cluster_ion(x, Parameters(k_max_limit=12, window_frames=0))
+    assert limited.ks.max() == 12  # the old hard cap, kept only as an option
+
+
+def walker(n_sites, frames_per_site, sigma=0.12, spacing=2.5, seed=0):
+    """An ion that dwells at n_sites sites in a row, one after the other (time-ordered)."""
+    rng = np.random.default_rng(seed)
+    steps = np.eye(3)[rng.integers(0, 3, n_sites - 1)] * spacing
+    sites = np.concatenate([np.zeros((1, 3)), np.cumsum(steps, axis=0)])
+    return sites, blobs(sites, frames_per_site, sigma, seed)
+
+
+def test_windows_find_every_site_of_a_hundred_site_walker_with_no_cap():
+    sites, x = walker(100, 300)
+    p = Parameters()
+    ion = cluster_ion(x, p)
+    assert ion.bounds is not None and np.diff(ion.bounds).max() <= p.window_frames
+    assert ion.ks.max() < 30  # every window's K search stays small
+    cen = select(Clustering(np.array([0]), [ion], p.silhouette), x[:, None, :], 0.7, 2 * p.r_vib_A)
+    got = cen.centres[0]
+    assert len(got) == 100
+    assert cdist(sites, got).min(axis=1).max() < 0.05
+    assert len(np.unique(cdist(sites, got).argmin(axis=1))) == 100  # one centre per site
+
+
+def test_window_bounds():
+    p = Parameters(window_frames=5000, window_sites=6, window_min_frames=1000)
+    _, short = walker(3, 1000)  # 3000 frames, 3 sites: one window
+    assert window_bounds(short, p).tolist() == [0, 3000]
+    _, still = walker(1, 12000)  # one site, 12000 frames: three windows of about 4000
+    b = window_bounds(still, p)
+    assert len(b) == 4 and b[0] == 0 and b[-1] == 12000 and np.abs(b[1:3] - [4000, 8000]).max() <= 250
+    _, busy = walker(24, 200)  # 24 sites in 4800 frames: four windows of about 6 sites
+    b = window_bounds(busy, p)
+    assert len(b) == 5 and b[0] == 0 and b[-1] == 4800 and np.diff(b).min() >= 1000
+    assert window_bounds(busy, p.replace(window_frames=0)).tolist() == [0, 4800]
+
+
+def test_window_bounds_avoid_a_hop():
+    # One hop whose 40-frame transit is centred on the nominal bound (frame 4000 of 12000).
+    t = np.arange(12000)
+    x = np.zeros((12000, 3))
+    x[:, 0] = np.clip((t - 3980) / 40, 0, 1) * 2.5
+    x += np.random.default_rng(0).normal(scale=0.02, size=x.shape)
+    b = window_bounds(x, Parameters())
+    assert len(b) == 4
+    assert b[1] < 3980 - 40 or b[1] > 4020 + 40  # at rest, away from the transit
+
+
+def test_one_window_is_the_whole_run_clustering():
+    _, x = walker(4, 800, seed=2)
+    a, b = cluster_ion(x, Parameters()), cluster_ion(x, Parameters(window_frames=0))
+    assert a.bounds is None
+    assert np.array_equal(a.ks, b.ks) and np.array_equal(a.silhouette, b.silhouette)
+    assert all(np.array_equal(p, q) for p, q in zip(a.centres, b.centres))
+
+
+def test_stitch_merges_one_site_seen_twice_but_does_not_chain_a_row():
+    # Site A seen in two windows (0.1 Å apart), B 2.5 Å away.
+    got = stitch(np.array([[0.0, 0, 0], [2.5, 0, 0], [0.1, 0, 0]]), np.array([100.0, 50, 300]), 1.0)
+    assert np.allclose(got, [[0.075, 0, 0], [2.5, 0, 0]])
+    # A row 0.6 Å apart: single linkage would merge all five; complete linkage keeps 1.2 Å groups apart.
+    row = np.stack([np.arange(5) * 0.6, np.zeros(5), np.zeros(5)], axis=1)
+    assert len(stitch(row, np.ones(5), 1.0)) >= 3
 
 
 def test_single_site_ion_gets_k_1_and_still_ion_does_not_crash():
@@ -78,11 +144,16 @@ def test_single_site_ion_gets_k_1_and_still_ion_does_not_crash():
 def test_threshold_picks_k_without_reclustering(planted):
     t = planted.trajectory
     x = unwrap(t, t.indices("Li"))
+    whole = cluster_ions(x, t.indices("Li"), Parameters(window_frames=0), t.timestep_fs)
+    assert (select(whole, x, 0.999).k == 1).all()
+    assert (select(whole, x, 0.0).k >= 2).all()
+    # Per window: at most one centre per window at a threshold no K reaches.
     cl = cluster_ions(x, t.indices("Li"), Parameters(), t.timestep_fs)
+    n_windows = np.array([1 if c.bounds is None else len(c.bounds) - 1 for c in cl.ions])
+    assert n_windows.max() > 1
     strict = select(cl, x, 0.999)
-    loose = select(cl, x, 0.0)
-    assert (strict.k == 1).all()
-    assert (loose.k >= 2).all()
+    assert (strict.k <= n_windows).all()
+    assert (select(cl, x, 0.0).k >= strict.k).all()
 
 
 def test_clustering_round_trips_through_arrays(planted):
@@ -94,6 +165,10 @@ def test_clustering_round_trips_through_arrays(planted):
         assert np.array_equal(a.ks, b.ks)
         assert np.allclose(a.silhouette, b.silhouette)
         assert all(np.allclose(p, q) for p, q in zip(a.centres, b.centres))
+        assert all(np.array_equal(p, q) for p, q in zip(a.sizes, b.sizes))
+        assert np.array_equal(a.window, b.window)
+        assert (a.bounds is None and b.bounds is None) or np.array_equal(a.bounds, b.bounds)
+    assert any(c.bounds is not None for c in back.ions)  # 6000 frames: windows were stored
 
 
 def test_deterministic():
@@ -125,3 +200,17 @@ def test_count_dwell_sites():
     centres = np.stack([np.arange(15) * 2.5, np.zeros(15), np.zeros(15)], axis=1)
     assert count_dwell_sites(blobs(centres, 300, 0.12)) == 15
     assert count_dwell_sites(blobs([[0, 0, 0]], 2000, 0.2)) == 1
+
+
+def test_wide_clusters_are_not_centres():
+    # A row of four sites 2.5 Å apart, and another 60 Å away: the squared silhouette
+    # rates the split into the two far rows (K = 2, clusters 2.8 Å rms wide) best.
+    row = np.array([[0, 0, 0], [0, 2.5, 0], [0, 5, 0], [0, 7.5, 0]], float)
+    sites = np.concatenate([row, row + [60.0, 0, 0]])
+    x = blobs(sites, 400, 0.15)
+    p = Parameters(window_frames=0)
+    cl = cluster_ions(x[:, None, :], np.array([0]), p)
+    assert select(cl, x[:, None, :], 0.7, 1.0, max_radius_A=np.inf).k[0] == 2  # halves, not sites
+    got = select(cl, x[:, None, :], 0.7, 1.0)  # default: clusters wider than 2 Å rms are not centres
+    assert got.k[0] == 8
+    assert cdist(sites, got.centres[0]).min(axis=1).max() < 0.05

@@ -1,0 +1,184 @@
+"""Cost of the clustering stage at MLIP scale, on generated lattice random walks.
+
+Two tables, each measured in one run:
+
+1. Time per ion-frame against the number of sites each ion visits, the windowed
+   clustering (default) against the whole-run clustering (``window_frames=0``,
+   ``k_max_limit=60``: the engine before windows), with planted-hop precision and recall.
+2. Time and peak memory (resident set size sampled every 5 ms, above the RSS with
+   the input positions already in memory) of the clustering stage against ions x frames (10^6, 10^7 ion-frames; 10^8 with
+   ``--huge``), with planted-hop precision and recall (goal >= 0.95).
+
+Times per ion-frame are CPU seconds of the process (with one process; wall seconds with
+more), because the benchmark machine is shared and wall time there is noisy.
+
+The walker: each ion dwells at a lattice site (2.5 Å spacing) with Gaussian noise,
+then hops in a straight transit of 6-14 frames to a new neighbouring site (+a, +b or
++c, so every site is new and ``n_sites`` sites are visited), evenly spread in time
+with jitter. Frames 10 fs apart; clustering on 300 fs averages (the default).
+Precision/recall: a found hop matches a planted one of the same ion when both
+boundaries lie within 4 frames (:func:`iondiff_core.synthetic.match_hops`).
+
+    python benchmarks/bench_scale.py            # about 4 minutes of CPU (one process)
+    python benchmarks/bench_scale.py --quick    # smaller sizes, under a minute
+    python benchmarks/bench_scale.py --huge     # adds 10^8 ion-frames (2.4 GB of positions)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from iondiff_core.centres import cluster_ions, select  # noqa: E402
+from iondiff_core.hops import find_hops  # noqa: E402
+from iondiff_core.parameters import Parameters  # noqa: E402
+from iondiff_core.synthetic import match_hops  # noqa: E402
+
+TIMESTEP_FS = 10.0
+OLD = dict(window_frames=0, k_max_limit=60)  # the whole-run clustering, as before windows
+
+
+def lattice_walk(n_ions: int, n_frames: int, n_sites: int, spacing_A: float = 2.5, vib_A: float = 0.15,
+                 transit_frames: tuple[int, int] = (6, 14), seed: int = 0):
+    """Unwrapped positions (T, N, 3) in Å of ions that each visit ``n_sites`` distinct sites,
+    and the planted hops (objects with ``ion``, ``start``, ``end``: transit frames, inclusive)."""
+    rng = np.random.default_rng(seed)
+    n_hops = n_sites - 1
+    t = np.arange(n_frames)
+    pos = np.empty((n_frames, n_ions, 3))
+    planted = []
+    dwell = n_frames / n_sites
+    if n_hops and dwell < 3 * transit_frames[1]:
+        raise ValueError(f"{n_sites} sites in {n_frames} frames: dwells too short for the transits")
+    for i in range(n_ions):
+        steps = np.eye(3)[rng.integers(0, 3, n_hops)] * spacing_A
+        sites = np.concatenate([np.zeros((1, 3)), np.cumsum(steps, axis=0)]) + rng.uniform(0, 20, 3)
+        dur = rng.integers(transit_frames[0], transit_frames[1] + 1, n_hops)
+        mid = ((np.arange(1, n_sites) + rng.uniform(-0.25, 0.25, n_hops)) * dwell).astype(int)
+        start = mid - dur // 2
+        # Knots: at the origin site on the frame before the transit, at the target after it.
+        knot_t = np.stack([start - 1, start + dur], axis=1).ravel()
+        knot_x = np.repeat(sites, 2, axis=0)[1:-1]
+        for d in range(3):
+            pos[:, i, d] = np.interp(t, knot_t, knot_x[:, d]) if n_hops else sites[0, d]
+        planted += [SimpleNamespace(ion=i, start=int(s), end=int(s + n - 1)) for s, n in zip(start, dur)]
+        pos[:, i, :] += rng.normal(scale=vib_A, size=(n_frames, 3))  # per ion: no second copy of all positions
+    return pos, planted
+
+
+class PeakRSS:
+    """Peak resident set size (MB) above the one at entry, sampled every 5 ms in a thread
+    (tracemalloc would slow the many small numpy allocations of the stage down twofold)."""
+
+    def __enter__(self):
+        self._proc = psutil.Process()
+        self.base = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.MB = (self.peak - self.base) / 1e6
+
+
+def measure(x: np.ndarray, planted: list, params: Parameters, n_jobs: int = 1) -> dict:
+    """Clustering stage: seconds, peak MB above its input; then hops: precision, recall, centres."""
+    with PeakRSS() as mem:
+        t0, c0 = time.perf_counter(), time.process_time()
+        cl = cluster_ions(x, np.arange(x.shape[1]), params, TIMESTEP_FS, n_jobs=n_jobs)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = mem.MB
+    cen = select(cl, x, params.silhouette_threshold, 2 * params.r_vib_A)
+    h = find_hops(x, cen, params.r_vib_A, params.hop_rule, params.cloud_quantile).hops
+    found = ~h.open_ended
+    pairs = match_hops(h.ion[found], h.start[found], h.end[found], planted, tol=4)
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        # CPU time of this process: the machine is shared, so wall time is noisy (1 process only).
+        "us_per_ion_frame": (cpu if n_jobs == 1 else seconds) / x.shape[0] / x.shape[1] * 1e6,
+        "peak_MB": peak,
+        "precision": len(pairs) / found.sum() if found.sum() else float("nan"),
+        "recall": len(pairs) / len(planted) if planted else float("nan"),
+        "centres": float(np.mean(cen.k)),
+    }
+
+
+def fmt(v, spec=".2f"):
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+def sites_table(frames: int, ions: int, sites: list[int], old_max_sites: int) -> None:
+    print(f"\n## Time per ion-frame against sites visited per ion ({ions} ions x {frames} frames, 1 process)\n")
+    print("| sites visited | new: µs / ion-frame | new / new at 1 site | new: centres per ion | new: P / R "
+          "| old: µs / ion-frame | old / new | old: centres per ion | old: P / R |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = None
+    for s in sites:
+        x, planted = lattice_walk(ions, frames, s, seed=s)
+        new = measure(x, planted, Parameters())
+        base = base or new["us_per_ion_frame"]
+        row = [str(s), fmt(new["us_per_ion_frame"]), fmt(new["us_per_ion_frame"] / base), fmt(new["centres"], ".1f"),
+               f"{fmt(new['precision'], '.3f')} / {fmt(new['recall'], '.3f')}"]
+        if s <= old_max_sites:
+            old = measure(x, planted, Parameters(**OLD))
+            row += [fmt(old["us_per_ion_frame"]), fmt(old["us_per_ion_frame"] / new["us_per_ion_frame"]),
+                    fmt(old["centres"], ".1f"), f"{fmt(old['precision'], '.3f')} / {fmt(old['recall'], '.3f')}"]
+        else:
+            row += ["not run (see --old-max-sites)", "", "", ""]
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
+def size_table(sizes: list[tuple[int, int]], frames_per_site: int, n_jobs: int) -> None:
+    print(f"\n## Clustering stage against ions x frames (a hop every ~{frames_per_site} frames per ion, {n_jobs} process(es))\n")
+    print("| ions | frames | ion-frames | positions (MB, float64) | wall seconds | µs / ion-frame | peak RSS above input (MB) "
+          "| planted hops | precision | recall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for ions, frames in sizes:
+        x, planted = lattice_walk(ions, frames, max(1, frames // frames_per_site), seed=ions + frames)
+        r = measure(x, planted, Parameters(), n_jobs)
+        print(f"| {ions} | {frames} | {ions * frames:.0e} | {x.nbytes / 1e6:.0f} | {r['seconds']:.1f} | "
+              f"{r['us_per_ion_frame']:.2f} | {r['peak_MB']:.0f} | {len(planted)} | {fmt(r['precision'], '.3f')} | "
+              f"{fmt(r['recall'], '.3f')} |", flush=True)
+        del x
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (development)")
+    ap.add_argument("--huge", action="store_true", help="add 10^8 ion-frames (1000 ions x 100,000 frames)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the size table (default 1)")
+    ap.add_argument("--old-max-sites", type=int, default=100, help="run the whole-run clustering up to this many sites")
+    args = ap.parse_args(argv)
+    if args.quick:
+        sites_table(20_000, 2, [1, 10, 30], args.old_max_sites)
+        size_table([(100, 10_000)], 2000, args.jobs)
+        return 0
+    sites_table(100_000, 2, [1, 10, 30, 100, 300], min(args.old_max_sites, 100))
+    sizes = [(100, 10_000), (1000, 10_000), (100, 100_000)]
+    if args.huge:
+        sizes.append((1000, 100_000))
+    size_table(sizes, 2000, args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
