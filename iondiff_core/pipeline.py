@@ -299,7 +299,7 @@ def cheap_stages(
     cons = consistency.check(prep.positions_A, hops)
     meta = descriptors.metastable_centres(prep, cen, params.metastable_distance_A, params.reference_structure)
     desc = descriptors.simulation_descriptors(prep, cen, ha, transport_result, params, meta)
-    warns = list(traj.warnings)
+    warns = list(traj.warnings) + (transport_result.warnings if transport_result is not None else [])
     unresolved = int(np.sum(~hops.resolved))
     if unresolved:
         warns.append(
