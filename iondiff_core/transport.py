@@ -638,6 +638,15 @@ def fit_diffusion(
             method = "gls"
     elif gls:
         reason = (reason + "; " if reason else "") + "fewer than 3 MSD points: no interval"
+    if method == "gls" and np.isfinite(loglog) and loglog < DIFFUSIVE_SLOPE_MIN:
+        # Not yet diffusive: the MSD bends over the window, so the slope depends on where
+        # it is read. The interval is widened to the slopes of the window's two halves
+        # (a systematic error the statistical interval does not carry).
+        idx = np.flatnonzero(all_lags)
+        halves = [idx[: len(idx) // 2 + 1], idx[len(idx) // 2 :]]
+        local = [_ols(t[h], y[h])[0] / (2 * dim) for h in halves if len(h) >= 2]
+        ci = (min([ci[0], *local]), max([ci[1], *local]))
+        reason = (reason + "; " if reason else "") + "interval widened to the slopes of the window's halves (MSD not linear)"
     D = slope / (2 * dim)
     D_err = se / (2 * dim)
     return DiffusionFit(

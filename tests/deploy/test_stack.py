@@ -119,11 +119,12 @@ def test_killed_worker_job_is_retried_and_the_app_keeps_serving(stack, tmp_path)
         assert children, "the worker has no pool process"
         for pid in children:
             os.kill(pid, signal.SIGKILL)  # the process running the job dies mid-clustering
-        # The app keeps serving other users meanwhile, and nothing half-written appears.
+        # The app keeps serving other users meanwhile, and nothing half-written appears
+        # (the redelivered job may finish quickly: finished clustering blocks are kept).
         for _ in range(5):
             assert get(stack.url + "/health") == 200 and get(stack.url + "/library") == 200
             entries, ok = library_is_consistent(stack.data)
-            assert ok and len(entries) == before
+            assert ok and len(entries) in (before, before + 1)
             time.sleep(0.5)
         # The worker reports the lost job and Celery redelivers it (acks late); it completes.
         until(driver, lambda: "hops" in text(driver, "#view-summary"), 240)

@@ -262,6 +262,15 @@ def test_not_diffusive_warning_on_caged_ions():
     w = transport_warnings(tr, co)
     assert any("not yet diffusive: D is an upper bound at best" in s for s in w)
     assert "0.8" in w[0] and f"{tr.loglog_slope:.2f}" in w[0]
+    # Not linear: the interval also spans the slopes read over each half of the window.
+    m = msd(x, dt)
+    sel = (m.lag_ps >= tr.t_start_ps) & (m.lag_ps <= tr.t_end_ps)
+    t, y = m.lag_ps[sel], m.tracer_A2[sel]
+    half = len(t) // 2
+    for a, b in ((0, half + 1), (half, len(t))):
+        d_half = np.polyfit(t[a:b], y[a:b], 1)[0] / 6
+        assert tr.ci95_A2_ps[0] - 1e-12 <= d_half <= tr.ci95_A2_ps[1] + 1e-12
+    assert "halves" in tr.reason
 
 
 def test_haven_undetermined_when_collective_interval_includes_zero():
