@@ -172,7 +172,8 @@ def n_distribution(sizes: np.ndarray, n_max: int = 20, seed: int = 0, bootstrap:
         ab, bb = _poisson_ml_fit(n, rc, np.full(bootstrap, g))
         fit = ExponentialFit(float(a[0]), float(b[0]), _ci(ab), _ci(bb), sizes_ge2)
         if not np.isfinite(fit.b_ci95[0]):
-            note = "too few groups for a bootstrap interval"
+            # A curve without an interval is a number the data cannot support.
+            fit, note = None, f"{int(np.sum(counts[1:]))} concerted groups: too few for a fit with an interval"
     return NDistribution(
         n=n, counts=counts, p=p, overflow=over / g if g else 0.0, overflow_count=over, n_groups=g,
         mean_n=float(conc.mean()) if len(conc) else np.nan, std_n=float(conc.std()) if len(conc) else np.nan,

@@ -281,7 +281,7 @@ def cheap_stages(
     sig = correlations.event_sigmas(hops, params.width_factor, params.width_rule)
     rand = (t, params.n_random, params.seed, params.random_width)
     ref = _MEMO.get(("reference", np.round(sig, 9), rand), lambda: correlations.random_reference(sig, t, *rand[1:]))
-    level = ref.level(params.reference_level)
+    level = max(ref.level(params.reference_level), 0.0)  # only overlapping pairs (C > 0) can be concerted
     cell = traj.cells[0]
     near = None
     if params.pair_distance_A is not None and len(hops):
