@@ -1,6 +1,6 @@
 """Cost of the clustering stage at MLIP scale, on generated lattice random walks.
 
-Two tables, each measured in one run:
+Three tables, each measured in one run:
 
 1. Time per ion-frame against the number of sites each ion visits, the windowed
    clustering (default) against the whole-run clustering (``window_frames=0``,
@@ -8,6 +8,8 @@ Two tables, each measured in one run:
 2. Time and peak memory (resident set size sampled every 5 ms, above the RSS with
    the input positions already in memory) of the clustering stage against ions x frames (10^6, 10^7 ion-frames; 10^8 with
    ``--huge``), with planted-hop precision and recall (goal >= 0.95).
+3. This engine's whole analysis against GEMDAT 1.8's whole site analysis on
+   ``../shared/data/real/LGPS_650K_Li_only`` (``pip install -r benchmarks/requirements.txt``).
 
 Times per ion-frame are CPU seconds of the process (with one process; wall seconds with
 more), because the benchmark machine is shared and wall time there is noisy.
@@ -22,6 +24,7 @@ boundaries lie within 4 frames (:func:`iondiff_core.synthetic.match_hops`).
     python benchmarks/bench_scale.py            # about 4 minutes of CPU (one process)
     python benchmarks/bench_scale.py --quick    # smaller sizes, under a minute
     python benchmarks/bench_scale.py --huge     # adds 10^8 ion-frames (2.4 GB of positions)
+    python benchmarks/bench_scale.py --peers    # only: this engine against GEMDAT 1.8 on LGPS_650K
 """
 
 from __future__ import annotations
@@ -161,13 +164,79 @@ def size_table(sizes: list[tuple[int, int]], frames_per_site: int, n_jobs: int) 
         del x
 
 
+LGPS_650K = ROOT.parent / "shared" / "data" / "real" / "LGPS_650K_Li_only"
+
+
+def run_gemdat(xdatcar: Path, timestep_ps: float, species: str = "Li") -> tuple[int, float]:
+    """GEMDAT 1.8's whole site analysis of an XDATCAR, its file reading included: the
+    file through ASE (GEMDAT reads XDATCARs no other way), the Li density volume, its
+    peaks as sites, the transitions between them and the jumps. (jumps, wall s)."""
+    import io
+    import tempfile
+
+    import ase.io
+    from gemdat import Jumps, Trajectory, Transitions
+    from gemdat.volume import trajectory_to_volume
+    from pymatgen.core import Element
+
+    from iondiff_core.io.xdatcar import open_decompressed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "XDATCAR"
+        with io.BufferedReader(open_decompressed(xdatcar)) as src:
+            plain.write_bytes(src.read())  # decompression is not timed for either tool
+        t0 = time.perf_counter()
+        frames = ase.io.read(plain, index=":", format="vasp-xdatcar")
+        coords = np.array([a.get_scaled_positions(wrap=True) for a in frames])
+        traj = Trajectory(species=[Element(s) for s in frames[0].get_chemical_symbols()], coords=coords,
+                          lattice=np.array(frames[0].cell), time_step=timestep_ps)
+        sites = trajectory_to_volume(traj.filter(species), resolution=0.2).to_structure(specie=species)
+        jumps = Jumps(transitions=Transitions.from_trajectory(trajectory=traj, sites=sites, floating_specie=species))
+        return len(jumps.data), time.perf_counter() - t0
+
+
+def peers_table() -> None:
+    """This engine's whole analysis against GEMDAT's whole site analysis on LGPS_650K."""
+    import tempfile
+
+    from iondiff_core import pipeline
+    from iondiff_core.io.xdatcar import open_decompressed
+
+    if not LGPS_650K.exists():
+        print(f"{LGPS_650K} not found: peers table skipped")
+        return
+    print("\nLGPS_650K_Li_only (20 Li x 13,979 frames, 15 fs), whole runs, file reading included, wall seconds")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "LGPS_650K"
+        folder.mkdir()
+        with open_decompressed(next(LGPS_650K.glob("XDATCAR*"))) as src:
+            (folder / "XDATCAR").write_bytes(src.read())
+        (folder / "INCAR").write_text((LGPS_650K / "INCAR").read_text())
+        t0 = time.perf_counter()
+        r = pipeline.analyze(folder, Parameters())
+        ours = time.perf_counter() - t0
+        print(f"  this engine (read, unwrap, clustering, transport, hops, groups, null model): {ours:6.1f} s, "
+              f"{len(r.hops)} hops")
+        try:
+            jumps, gem = run_gemdat(folder / "XDATCAR", r.prep.trajectory.timestep_ps)
+        except ImportError:
+            print("  GEMDAT not installed (pip install -r benchmarks/requirements.txt)")
+            return
+        print(f"  GEMDAT 1.8 (ASE read, density, sites, transitions, jumps):                  {gem:6.1f} s, {jumps} jumps")
+        print(f"  GEMDAT / this engine: {gem / ours:.2f}x")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (development)")
     ap.add_argument("--huge", action="store_true", help="add 10^8 ion-frames (1000 ions x 100,000 frames)")
     ap.add_argument("--jobs", type=int, default=1, help="processes for the size table (default 1)")
     ap.add_argument("--old-max-sites", type=int, default=100, help="run the whole-run clustering up to this many sites")
+    ap.add_argument("--peers", action="store_true", help="only the table against GEMDAT 1.8 on LGPS_650K")
     args = ap.parse_args(argv)
+    if args.peers:
+        peers_table()
+        return 0
     if args.quick:
         sites_table(20_000, 2, [1, 10, 30], args.old_max_sites)
         size_table([(100, 10_000)], 2000, args.jobs)
@@ -177,6 +246,7 @@ def main(argv=None) -> int:
     if args.huge:
         sizes.append((1000, 100_000))
     size_table(sizes, 2000, args.jobs)
+    peers_table()
     return 0
 
 
