@@ -31,7 +31,6 @@ from dashboard.storage import Entry, Library, write_atomic
 
 #: Fewer frames than this are refused: each ion's vibration centres are found by
 #: clustering its positions over the run, which needs many frames at every site.
-MIN_FRAMES = 100
 
 #: The parameters the sliders move (cheap stages only).
 SLIDER_FIELDS = ("silhouette_threshold", "r_vib_A", "reference_level", "width_factor", "pair_distance_A", "n_max")
@@ -90,14 +89,11 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
             progress(fraction, message)
 
     from iondiff_core.io import read_trajectory
+    from iondiff_core.pipeline import check_length
 
     each("read", 0.0, f"reading {source.name}")
     traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K)
-    if traj.n_frames < MIN_FRAMES:
-        raise InputError(
-            f"{name or source.name}: {traj.n_frames} frames is too short for the method: vibration centres are found by "
-            f"clustering each ion's positions over the run, which needs at least {MIN_FRAMES} frames"
-        )
+    check_length(traj, name or source.name)
     blocks = None
     if cfg.redis_url:  # a lab deployment: the clustering's ion blocks go to every Celery worker
         from dashboard.celery_app import CeleryBlockMap

@@ -94,6 +94,8 @@ def _add_input_flags(p):
     p.add_argument("--timestep-fs", type=float, help="fs between stored frames (default: POTIM x NBLOCK from INCAR)")
     p.add_argument("--temperature", type=float, help="temperature in K (default: TEBEG from INCAR)")
     p.add_argument("--type-map", help="species of numeric atom types (LAMMPS dumps, H5MD), e.g. 1=Li,2=P,3=S")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="analyse the complete frames of a compressed file that ends early (damaged; flagged in the JSON)")
     p.add_argument("--cache-dir", help="folder for the clustering cache (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
@@ -125,7 +127,8 @@ def _run_analyze(args) -> int:
     progress = TerminalProgress(quiet=args.quiet)
     t0 = time.perf_counter()
     result = pipeline.analyze(
-        args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs, type_map=args.type_map
+        args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs, type_map=args.type_map,
+        allow_truncated=args.allow_truncated,
     )
     doc = report.with_provenance(result.to_dict(), result)
     doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
@@ -190,13 +193,15 @@ def material_of(name: str) -> str:
     return re.sub(r"[_-]+", "_", m).strip("_") or name
 
 
-def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature, type_map=None) -> dict:
+def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature, type_map=None,
+                allow_truncated: bool = False) -> dict:
     """Analyse one simulation and write its JSON; returns its summary row (or an error row)."""
     from iondiff_core import pipeline, report
 
     try:
         result = pipeline.analyze(
-            path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map
+            path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map,
+            allow_truncated=allow_truncated,
         )
         doc = report.with_provenance(result.to_dict(), result)
         _write_atomic(Path(out_json), report.dumps(doc))
@@ -257,7 +262,8 @@ def _run_batch(args) -> int:
     else:
         with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futs = {
-                pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature, args.type_map): n
+                pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature, args.type_map,
+                            args.allow_truncated): n
                 for n, p, o in jobs
             }
             for k, fut in enumerate(as_completed(futs), 1):

@@ -111,11 +111,26 @@ class Prepared:
         return self.trajectory.file_indices(self.atoms)
 
 
+#: Fewer frames than this is too short for the method (see :func:`check_length`).
+MIN_FRAMES = 20
+
+
+def check_length(traj: Trajectory, name: str | None = None) -> None:
+    """Refuse a run too short for the method, saying why: vibration centres are found by
+    clustering each ion's positions (averaged over 300 fs) over the run, and D is fitted
+    over 20-100 % of lags up to half the run, which needs enough frames for both."""
+    if traj.n_frames < MIN_FRAMES:
+        raise InputError(
+            f"{name or traj.source}: {traj.n_frames} frame(s) is too short for the method: vibration centres "
+            f"are found by clustering each ion's positions over the run, and D by fitting the MSD over lags up "
+            f"to half the run; at least {MIN_FRAMES} frames are needed"
+        )
+
+
 def prepare(traj: Trajectory, params: Parameters, digest: str | None = None) -> Prepared:
     species = traj.mobile_species(params.species)
     atoms = traj.indices(species)
-    if traj.n_frames < 3:
-        raise InputError(f"{traj.source}: {traj.n_frames} frame(s); at least 3 are needed to find hops")
+    check_length(traj)
     pos = unwrap(traj, atoms, remove_drift=params.remove_drift)
     return Prepared(traj, species, atoms, pos, digest or content_hash(traj))
 
@@ -332,6 +347,7 @@ def analyze(
     type_map=None,
     mobile_only: bool = False,
     map_blocks=None,
+    allow_truncated: bool = False,
 ) -> Result:
     """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file).
 
@@ -341,7 +357,7 @@ def analyze(
     """
     session = Session.open(
         source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs,
-        type_map=type_map, mobile_only=mobile_only, map_blocks=map_blocks,
+        type_map=type_map, mobile_only=mobile_only, map_blocks=map_blocks, allow_truncated=allow_truncated,
     )
     return session.result(params, progress)
 
@@ -365,7 +381,7 @@ class Session:
     @classmethod
     def open(
         cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1,
-        *, type_map=None, mobile_only=False, map_blocks=None,
+        *, type_map=None, mobile_only=False, map_blocks=None, allow_truncated=False,
     ) -> "Session":
         """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport.
 
@@ -373,6 +389,7 @@ class Session:
         ``mobile_only``: read only the mobile species (``params.species``, else the
         default one), as float32 -- the framework is never held; its drift is kept.
         ``map_blocks``: where the clustering's ion blocks run (see :func:`clustering_stage`).
+        ``allow_truncated``: analyse the complete frames of a damaged compressed file.
         """
         params = params or Parameters()
         if isinstance(source, Trajectory):
@@ -386,7 +403,8 @@ class Session:
 
             _report(progress, "read", 0.0, f"reading {Path(source).name}")
             opts = {"keep": "mobile", "mobile": params.species, "dtype": np.float32} if mobile_only else {}
-            traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, type_map=type_map, **opts)
+            traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, type_map=type_map,
+                                   allow_truncated=allow_truncated, **opts)
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         prep = prepare(traj, params)
         cache = StageCache(cache_dir) if cache_dir else None

@@ -40,7 +40,10 @@ Diffusion coefficient (eq 4) and its 95 % interval
       carry the MSD), smoothed as a power law in the lag;
     * where the MSD is not a straight line over the window, the covariance is scaled up by
       the reduced chi-square of the fit (Birge ratio): the slope then depends on how the
-      lags are weighted, and the interval says so.
+      lags are weighted, and the interval says so;
+    * and where the MSD's log-log slope is below 0.8 (not yet diffusive), the interval is
+      widened to the slopes of the window's two halves: a systematic error the statistical
+      interval does not carry.
 
     The 95 % interval holds the D not rejected at 5 % with the covariance at that D (the
     variance grows with D: one centre-of-mass path gets an asymmetric interval, unbounded

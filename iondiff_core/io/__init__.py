@@ -190,6 +190,10 @@ def _select(traj: Trajectory, keep: str, mobile: str | None, dtype) -> Trajector
     return sink.finish(traj.warnings, traj.timestep_fs, traj.temperature_K)
 
 
+#: Every reader words a compressed stream that ends early with this phrase.
+TRUNCATED_STREAM = "stream ends early (truncated file)"
+
+
 def read_trajectory(
     path: str | Path,
     timestep_fs: float | None = None,
@@ -201,6 +205,7 @@ def read_trajectory(
     keep: str = "all",
     mobile: str | None = None,
     dtype=np.float64,
+    allow_truncated: bool = False,
 ) -> Trajectory:
     """Read an MD trajectory.
 
@@ -241,7 +246,10 @@ def read_trajectory(
     Raises
     ------
     InputError
-        For a missing path, an unreadable or malformed file (message with the line).
+        For a missing path, an unreadable or malformed file (message with the line), and
+        for a compressed stream that ends early (a damaged file) unless ``allow_truncated``,
+        which keeps its complete frames and says so in the warnings. (A plain text file
+        cut inside its last frame keeps its complete frames with a warning.)
     """
     path = Path(path)
     if not path.exists():
@@ -266,6 +274,14 @@ def read_trajectory(
         traj = _FAST[fmt](file, tmap, **opts)
     else:
         traj = _select(read_ase(file, format=fmt, species=species), **opts)
+    damaged = [w for w in traj.warnings if TRUNCATED_STREAM in w]
+    if damaged and not allow_truncated:
+        raise InputError(
+            f"{file}: {damaged[0]}: the file is damaged (cut short while copying?). Copy it again, or analyse "
+            "its complete frames on purpose (allow_truncated=True; --allow-truncated on the command line)"
+        )
+    if damaged:
+        traj.warnings.append(f"DAMAGED FILE: {damaged[0]}; only the complete frames were analysed")
 
     # The INCAR beside the file gives what the trajectory itself does not store.
     need_time = timestep_fs is None and traj.timestep_fs is None

@@ -45,7 +45,7 @@ def sims(tmp_path_factory):
     short.mkdir()
     from dataclasses import replace
 
-    write_xdatcar(replace(t, positions_frac=t.positions_frac[:60], cells=t.cells[:60]), short / "XDATCAR")
+    write_xdatcar(replace(t, positions_frac=t.positions_frac[:12], cells=t.cells[:12]), short / "XDATCAR")
     (short / "INCAR").write_text("POTIM = 2\nNBLOCK = 5\nTEBEG = 600\n")
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret").write_text("no")
@@ -372,7 +372,7 @@ def test_input_in_any_order_shown_before_run_and_named(dash_duo, sims, tmp_path)
     dash_duo.wait_for_contains_text("#source-label", "server file: short", timeout=20)
     until(dash_duo, lambda: dash_duo.find_element("#timestep").get_attribute("value") == "10", 10)
     dash_duo.find_element("#run-button").click()
-    dash_duo.wait_for_contains_text("#run-error", "60 frames is too short for the method", timeout=60)
+    dash_duo.wait_for_contains_text("#run-error", "12 frame(s) is too short for the method", timeout=60)
     assert "no result yet" in dash_duo.find_element("#view-summary").text
 
 

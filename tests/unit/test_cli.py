@@ -130,3 +130,16 @@ def test_batch_writes_json_summary_spearman_and_arrhenius(tmp_path):
     assert pooled["all"]["concertedness"]["verdict"] in ("beyond_chance", "chance")
     assert pooled["all"]["concertedness"]["replicas"] == 200
     assert {"verdict", "concerted_fraction", "null_fraction"} <= set(rows[0])
+
+
+def test_damaged_gzip_exits_2_and_allow_truncated_analyses_its_complete_frames(tmp_path, capsys):
+    syn = make_synthetic(n_frames=400, n_mobile=8, chain_sizes=(1, 2), seed=6)
+    folder = write_run(tmp_path / "LiCut_600K", syn)
+    data = (folder / "XDATCAR.gz").read_bytes()
+    (folder / "XDATCAR.gz").write_bytes(data[: len(data) // 2])
+    assert main(["analyze", str(folder), "-q"]) == 2
+    assert "the file is damaged" in capsys.readouterr().err
+    out = tmp_path / "r.json"
+    assert main(["analyze", str(folder), "-q", "--allow-truncated", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert 20 <= doc["input"]["frames"] < 400 and any(w.startswith("DAMAGED FILE") for w in doc["warnings"])

@@ -699,3 +699,15 @@ def test_synthetic_round_trip(tmp_path):
     back = read_trajectory(write_xdatcar(traj, tmp_path / "XDATCAR.gz", write_incar=True).parent)
     assert_same(traj, back, atol=5e-9)
     assert back.timestep_fs == pytest.approx(traj.timestep_fs)
+
+
+def test_damaged_compressed_file_is_refused_unless_allowed(tmp_path):
+    from iondiff_core.io import read_trajectory
+
+    traj = make_traj(n_frames=200)
+    data = gzip.compress(xdatcar_text(traj).encode())
+    path = write(tmp_path, data[: len(data) * 2 // 3], "XDATCAR.gz")
+    with pytest.raises(InputError, match="stream ends early .* the file is damaged"):
+        read_trajectory(path, timestep_fs=1.0)
+    back = read_trajectory(path, timestep_fs=1.0, allow_truncated=True)
+    assert 0 < back.n_frames < 200 and any(w.startswith("DAMAGED FILE") for w in back.warnings)

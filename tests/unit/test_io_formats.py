@@ -451,7 +451,7 @@ def test_prepare_accepts_a_mobile_only_trajectory(tmp_path):
     from iondiff_core.parameters import Parameters
     from iondiff_core.pipeline import prepare
 
-    u, cells = npt_run(n_frames=12, big_steps=False)
+    u, cells = npt_run(n_frames=24, big_steps=False)
     p = tmp_path / "md.extxyz"
     p.write_text(extxyz_text(u, cells))
     for drift in (False, True):
