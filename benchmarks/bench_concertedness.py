@@ -81,9 +81,10 @@ def at_scale(n_ions=1000, n_frames=100_000, hops_per_ion=50):
     sig = corr_mod.event_sigmas(hops)
     rows = []
     for label, f in [
-        ("random reference (100 repetitions)", lambda: corr_mod.random_reference(sig, n_frames, 100, 0)),
+        (f"random reference ({corr_mod.replicas_for(100, h)} repetitions)", lambda: corr_mod.random_reference(sig, n_frames, 100, 0)),
         ("groups (overlapping pairs only)", lambda: corr_mod.correlate(hops, n_frames, 0.0)),
-        ("null model (200 replicas)", lambda: corr_mod.null_replicas(hops, sig, n_frames, 0.0, 200, 0)),
+        (f"null model ({corr_mod.replicas_for(200, h, corr_mod.MIN_NULL_REPLICAS)} replicas)",
+         lambda: corr_mod.null_replicas(hops, sig, n_frames, 0.0, 200, 0)),
         ("pdf of n with bootstrap", lambda: distribution.n_distribution(
             corr_mod.correlate(hops, n_frames, 0.0).sizes)),
     ]:

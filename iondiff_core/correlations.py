@@ -36,11 +36,11 @@ DENSE_LIMIT = 4000
 #: Events (replicas x hops) handled at once by the reference and the null model (memory).
 _BATCH_EVENTS = 400_000
 #: Events (replicas x hops) the reference and the null model evaluate per call: past
-#: ~5,000 hops fewer repetitions are drawn (each already samples > 10^7 pairs), so the
+#: ~2,500 hops fewer repetitions are drawn (each already samples > 10^7 pairs), so the
 #: cost of a slider move stays O(budget x overlaps per hop), not O(replicas x hops).
-EVENT_BUDGET = 1_000_000
+EVENT_BUDGET = 500_000
 #: The null model never uses fewer replicas than this.
-MIN_NULL_REPLICAS = 20
+MIN_NULL_REPLICAS = 10
 
 
 def replicas_for(requested: int, n_hops: int, minimum: int = 1) -> int:
@@ -116,11 +116,17 @@ def reach_frames(sigmas: np.ndarray, n_frames: int) -> np.ndarray:
     return np.asarray(sigmas, float) * np.sqrt(2.0 * np.log(max(n_frames, 3))) + 1.0
 
 
+def _partners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """For intervals sorted by ``lo``: how many later intervals each one intersects
+    (its partners are the next ``count`` intervals)."""
+    stop = np.searchsorted(lo, hi, side="left")
+    return np.maximum(stop - np.arange(len(lo)) - 1, 0)
+
+
 def _sorted_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (a < b) of intervals sorted by ``lo`` that intersect: b runs from a + 1 to
     the last interval starting before ``hi[a]``."""
-    stop = np.searchsorted(lo, hi, side="left")
-    count = np.maximum(stop - np.arange(len(lo)) - 1, 0)
+    count = _partners(lo, hi)
     a = np.repeat(np.arange(len(lo)), count)
     b = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + a + 1
     return a, b
@@ -164,7 +170,8 @@ class Reference:
 
     ``mean`` is exact over all pairs of all repetitions. Quantiles are exact too:
     pairs that do not overlap have C <= 0, so only the overlapping pairs' positive
-    values are kept (``positive``, sorted); ``n_pairs`` counts every pair.
+    values are kept (``positive``, sorted when a quantile is first asked for);
+    ``n_pairs`` counts every pair.
     """
 
     mean: float
@@ -177,6 +184,9 @@ class Reference:
         falls among the non-positive ones (never concerted anyway)."""
         if self.n_pairs == 0:
             return 0.0
+        if not getattr(self, "_sorted", False):  # sorted on the first quantile asked (the mean needs none)
+            self.positive = np.sort(self.positive)
+            self._sorted = True
         rank = int(np.ceil(q * self.n_pairs)) - 1  # 0-based rank of the q-quantile
         above = rank - (self.n_pairs - len(self.positive))
         return float(self.positive[above]) if above >= 0 else 0.0
@@ -218,16 +228,16 @@ def random_reference(
         r = min(per_batch, repetitions - r0)
         mids = rng.uniform(0, n_frames - 1, size=(r, h))
         ev = Events(*_stack_replicas(mids, sig, n_frames), n_frames)
-        i, j = overlapping_pairs(ev.mids, reach_frames(ev.sigmas, n_frames))
-        c = pair_correlation(ev, i, j)
+        order, a, b, c = _sorted_correlations(ev)
         z = ev.z.reshape(r, h)
         # Sum over all pairs of C = overlap part - sum_{h<k} z_h z_k (non-overlapping pairs: -z z).
         zz = 0.5 * (z.sum(axis=1) ** 2 - (z * z).sum(axis=1))
-        x = c + ev.z[i] * ev.z[j]
+        zs = ev.z[order]
+        x = c + zs[a] * zs[b]
         total += float(x.sum() - zz.sum())
         positive.append(c[c > 0])
     n_pairs = repetitions * h * (h - 1) // 2
-    return Reference(total / n_pairs, np.sort(np.concatenate(positive)), n_pairs, repetitions)
+    return Reference(total / n_pairs, np.concatenate(positive), n_pairs, repetitions)
 
 
 # --------------------------------------------------------------------------- groups
@@ -339,22 +349,47 @@ class SpatialPairs:
         return (self.keys[pos] == key) if len(self.keys) else np.zeros(len(key), bool)
 
 
-def concerted_pairs(ev: Events, level: float, near: SpatialPairs | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j) that overlap and exceed ``level``, with their C; with ``near``, only
-    those whose hops also come close in space."""
+def _sorted_correlations(ev: Events):
+    """Every overlapping pair in time order: (order, a, b, C) with a < b indices into
+    ``ev.take(order)`` (events sorted by the start of their reach), a non-decreasing.
+
+    Each event's own values are repeated over its partners (a sequential copy, not a
+    gather), the partners' values gathered from the sorted arrays (neighbours in memory).
+    """
     reach = reach_frames(ev.sigmas, ev.n_frames)
-    # Work on the events sorted in time: a pair's two events sit close in memory.
     order = np.argsort(ev.mids - reach, kind="stable")
-    ev_s = ev.take(order)
-    a, b = _sorted_pairs(ev_s.mids - reach[order], ev_s.mids + reach[order])
-    c = pair_correlation(ev_s, a, b)
+    mid, sig2 = ev.mids[order], ev.sigmas[order] ** 2
+    mean, std = ev.mean[order], ev.std[order]
+    count = _partners(mid - reach[order], mid + reach[order])
+    a = np.repeat(np.arange(len(mid)), count)
+    b = np.arange(len(a)) - np.repeat(np.cumsum(count) - count, count) + a + 1
+    mi, a2 = np.repeat(mid, count), np.repeat(sig2, count)
+    mj, b2 = mid[b], sig2[b]
+    s2 = a2 + b2
+    d = mi - mj
+    x = np.exp(-0.5 * d * d / s2) * _lattice_sum((mi * b2 + mj * a2) / s2, np.sqrt(a2 * b2 / s2))
+    c = (x / ev.n_frames - np.repeat(mean, count) * mean[b]) / (np.repeat(std, count) * std[b])
+    return order, a, b, c
+
+
+def _concerted_sorted(ev: Events, level: float, near: SpatialPairs | None = None):
+    """The pairs of :func:`_sorted_correlations` that are concerted: C > max(level, 0)
+    and, with ``near``, close in space."""
+    order, a, b, c = _sorted_correlations(ev)
     keep = c > max(float(level), 0.0)
-    i, j, c = order[a[keep]], order[b[keep]], c[keep]
-    i, j = np.minimum(i, j), np.maximum(i, j)
-    if near is not None and len(i):
-        keep = near.close(i, j)
-        i, j, c = i[keep], j[keep], c[keep]
-    return i, j, c
+    a, b, c = a[keep], b[keep], c[keep]
+    if near is not None and len(a):
+        keep = near.close(order[a], order[b])
+        a, b, c = a[keep], b[keep], c[keep]
+    return order, a, b, c
+
+
+def concerted_pairs(ev: Events, level: float, near: SpatialPairs | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) that overlap and exceed ``level``, with their C; with ``near``, only
+    those whose hops also come close in space."""
+    order, a, b, c = _concerted_sorted(ev, level, near)
+    i, j = order[a], order[b]
+    return np.minimum(i, j), np.maximum(i, j), c
 
 
 def correlate(
@@ -388,11 +423,14 @@ def correlate(
     return Correlations(level, edges, group_of, order, ev)
 
 
-def _labels(edges_i: np.ndarray, edges_j: np.ndarray, n: int) -> np.ndarray:
-    order = np.argsort(edges_i, kind="stable")
-    indptr = np.searchsorted(edges_i[order], np.arange(n + 1))
-    g = sparse.csr_matrix((np.ones(len(order), np.int8), edges_j[order], indptr), shape=(n, n))
-    return connected_components(g, directed=False)[1]
+def _labels(edges_i: np.ndarray, edges_j: np.ndarray, n: int, rows_sorted: bool = False) -> np.ndarray:
+    """Connected-component label of each of ``n`` nodes (edges i -> j, either way)."""
+    if not rows_sorted:
+        order = np.argsort(edges_i, kind="stable")
+        edges_i, edges_j = edges_i[order], edges_j[order]
+    indptr = np.searchsorted(edges_i, np.arange(n + 1))
+    g = sparse.csr_matrix((np.ones(len(edges_i), np.int8), edges_j, indptr), shape=(n, n))
+    return connected_components(g, directed=True, connection="weak")[1]
 
 
 def _components(edges: np.ndarray, hops: Hops) -> tuple[np.ndarray, np.ndarray]:
@@ -490,7 +528,7 @@ def null_replicas(
     uniform random whole number of frames, which keeps each ion's hop sequence and
     destroys only the timing between ions; then the same level and rules apply.
     All replicas of a batch are one vectorised computation (laid end to end in time).
-    Past ~5,000 hops fewer replicas are drawn (:func:`replicas_for`, at least
+    Past ~2,500 hops fewer replicas are drawn (:func:`replicas_for`, at least
     :data:`MIN_NULL_REPLICAS`); :func:`judge` then takes a normal p-value.
     """
     h = len(hops)
@@ -509,8 +547,9 @@ def null_replicas(
         shift = rng.integers(0, n_frames, size=(r, n_ions))
         mids = np.mod(hops.mid_frame[None, :] + shift[:, hops.ion], n_frames)
         ev = Events(*_stack_replicas(mids, sigmas, n_frames), n_frames)
-        i, j, _ = concerted_pairs(ev, level, near)
-        labels = _labels(i, j, r * h)
+        order, a, b, _ = _concerted_sorted(ev, level, near)
+        labels = np.empty(r * h, int)
+        labels[order] = _labels(a, b, r * h, rows_sorted=True)  # components in time order
         sizes = np.bincount(labels)
         replica_of_label = np.zeros(len(sizes), int)
         replica_of_label[labels] = np.arange(r * h) // h
