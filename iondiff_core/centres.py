@@ -476,10 +476,7 @@ def select(
         picks, weights, sils = [], [], []
         for w, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
             m = np.flatnonzero(c.window == w)
-            ok = np.array(
-                [_min_separation(c.centres[e]) >= min_separation_A and c.radius[e].max(initial=0) <= max_radius_A for e in m],
-                dtype=bool,
-            )
+            ok = (_separations(c)[m] >= min_separation_A) & (_radii(c)[m] <= max_radius_A)
             sil = np.where(ok, c.silhouette[m], -np.inf)
             j = int(np.argmax(sil)) if len(sil) and np.isfinite(sil).any() else -1
             s = float(sil[j]) if j >= 0 else -1.0
@@ -495,6 +492,21 @@ def select(
         centres.append(picks[0] if len(picks) == 1 else stitch(np.concatenate(picks), np.concatenate(weights), merge_A))
         ks.append(len(centres[-1]))
     return Centres(centres, np.array(ks), np.array(best))
+
+
+def _separations(c) -> np.ndarray:
+    """Smallest centre-centre distance of each (window, K) candidate of one ion, computed
+    once per clustering (it does not depend on the slider values)."""
+    if getattr(c, "_min_sep", None) is None:
+        c._min_sep = np.array([_min_separation(mu) for mu in c.centres], float)
+    return c._min_sep
+
+
+def _radii(c) -> np.ndarray:
+    """Largest cluster rms radius of each (window, K) candidate of one ion, computed once."""
+    if getattr(c, "_max_radius", None) is None:
+        c._max_radius = np.array([r.max(initial=0) for r in c.radius], float)
+    return c._max_radius
 
 
 def stitch(centres_A: np.ndarray, weights: np.ndarray, merge_A: float) -> np.ndarray:
