@@ -46,7 +46,7 @@ def check_compressed(path: Path) -> None:
     done = 0
     try:
         with opener(path, "rb") as f:
-            while chunk := f.read(1 << 22):
+            while chunk := f.read(1 << 16):  # small reads: the message says how far it got
                 done += len(chunk)
     except (EOFError, OSError, lzma.LZMAError, ValueError) as exc:
         reason = "ends before its end-of-stream marker" if isinstance(exc, EOFError) else f"is corrupt ({exc})"
