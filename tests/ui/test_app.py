@@ -508,3 +508,29 @@ def test_damaged_file_option_analyses_complete_frames_flagged(dash_duo, tmp_path
     assert entry.flags.startswith("partial: ") and "898 complete frames" in entry.flags
     dash_duo.driver.get(dash_duo.server_url + "/library")
     until(dash_duo, lambda: any(c.text.startswith("partial:") for c in dash_duo.find_elements("#library-table .ag-cell")), 20)
+
+
+def test_queue_cancel_keeps_finished_runs_and_cancels_the_rest(dash_duo, tmp_path):
+    root = tmp_path / "runs"
+    for name, n_frames, seed in (("LiS_600K", 1500, 5), ("LiT_900K", 12000, 3), ("LiU_900K", 1500, 6)):
+        (root / name).mkdir(parents=True)
+        syn = make_synthetic(n_frames=n_frames, n_mobile=12 if n_frames < 5000 else 60, chain_sizes=(1, 2, 3) * 4, seed=seed)
+        write_xdatcar(syn.trajectory, root / name / "XDATCAR")
+        (root / name / "INCAR").write_text("POTIM = 2\nNBLOCK = 5\nTEBEG = 900\n")
+    dash_duo.start_server(create_app(tmp_path / "data", roots=[root]))
+    for name in ("LiS_600K", "LiT_900K", "LiU_900K"):
+        dash_duo.find_element("#queue-sims").click()
+        next(o for o in dash_duo.driver.find_elements("css selector", "[role='option']") if name in o.text).click()
+        dash_duo.find_element("#queue-sims").send_keys(Keys.ESCAPE)
+    dash_duo.find_element("#queue-add").click()
+    dash_duo.find_element("#queue-run").click()
+    states = lambda: [e.text for e in dash_duo.find_elements("#queue-rows .queue-state")]  # noqa: E731
+    until(dash_duo, lambda: states() == ["done", "running", "queued"] and "clustering" in dash_duo.find_element("#queue-msg-1").text, 60)
+    dash_duo.find_element("#queue-cancel").click()
+    until(dash_duo, lambda: states() == ["done", "cancelled", "cancelled"], 10)
+    time.sleep(2)  # no late progress from the killed job overwrites it
+    assert states() == ["done", "cancelled", "cancelled"]
+    assert not dash_duo.find_element("#queue-run").get_attribute("disabled")
+    # Clear finished empties the list; the finished run stays in the library.
+    dash_duo.find_element("#queue-clear").click()
+    dash_duo.wait_for_contains_text("#queue-rows", "empty", timeout=10)
