@@ -49,6 +49,8 @@
     var q = "upload?kind=" + kind + "&name=" + encodeURIComponent(file.name);
     // A new trajectory after a complete upload starts a new folder; everything else joins the current one.
     if (state.id && !(kind === "trajectory" && state.hasTrajectory)) q += "&upload_id=" + state.id;
+    // The "damaged compressed file" option: keep a cut file's complete frames (flagged in the library).
+    if (document.querySelector("#allow-truncated input:checked")) q += "&allow_truncated=1";
     setText("upload-status", "uploading " + file.name + " ...", "");
     var res = await post(prefix + q, file, function (f) { if (bar) bar.value = f; });
     if (res.ok) {

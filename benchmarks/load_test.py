@@ -86,8 +86,8 @@ def page_load(client: Client, deps: list[dict], path: str) -> None:
     end_id = client.end_id(path)
     client.request("/_dash-layout")
     client.request("/_dash-dependencies")
-    route = find_dep(deps, "page.children", "url")
-    code, doc = client.callback(route, [path, ""], [], "url.pathname", {"endId": end_id})
+    route = find_dep(deps, "_pages_content.children", "_pages_location")  # Dash Pages router
+    code, doc = client.callback(route, [path, ""], [], "_pages_location.pathname", {"endId": end_id})
     if code != 200 or "response" not in doc:
         raise RuntimeError(f"routing callback for {path}: HTTP {code}")
 

@@ -70,13 +70,19 @@ def run_name(path: Path) -> str:
     return path.name if path.is_dir() else path.parent.name if path.name.upper().startswith("XDATCAR") else path.name
 
 
-def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None, temperature_K=None, progress=None, name=None) -> str:
+def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None, temperature_K=None, progress=None, name=None,
+                 allow_truncated: bool = False) -> str:
     """Analyse one trajectory and store it in the library; returns the entry id.
 
-    ``progress(fraction, message)`` is called by stage and by ion.
+    ``progress(fraction, message)`` is called by stage and by ion. ``allow_truncated``:
+    analyse the complete frames of a damaged compressed file; the entry is then flagged
+    ``"partial: ..."`` so that the library shows it and leaves it out of the cross-run views.
     """
     library = Library(cfg.library_db)
-    digest = file_digest(source, {"timestep_fs": timestep_fs, "temperature_K": temperature_K})
+    reading = {"timestep_fs": timestep_fs, "temperature_K": temperature_K}
+    if allow_truncated:  # only then, so that the digests of sound files stay as they were
+        reading["allow_truncated"] = True
+    digest = file_digest(source, reading)
     key = params_key(params)
     found = library.find(digest, key)
     if found is not None and Path(found.result).exists():
@@ -92,7 +98,8 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     from iondiff_core.pipeline import check_length
 
     each("read", 0.0, f"reading {source.name}")
-    traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K)
+    traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, allow_truncated=allow_truncated)
+    damaged = [w for w in traj.warnings if w.startswith("DAMAGED FILE")]
     check_length(traj, name or source.name)
     blocks = None
     if cfg.redis_url:  # a lab deployment: the clustering's ion blocks go to every Celery worker
@@ -119,10 +126,12 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         temperature_K=result.prep.trajectory.temperature_K,
         sha256=digest,
         params_key=key,
-        params={**params.to_dict(), "timestep_fs": timestep_fs, "temperature_K": temperature_K},
+        params={**params.to_dict(), "timestep_fs": timestep_fs, "temperature_K": temperature_K,
+                **({"allow_truncated": True} if damaged else {})},
         trajectory=str(source),
         result=str(out),
         descriptors=desc,
+        flags=f"partial: {damaged[0].removeprefix('DAMAGED FILE: ')}" if damaged else "",
     )
     _SESSIONS.put(entry.id, session)
     return entry.id
@@ -156,7 +165,7 @@ _SESSIONS = _SessionCache()
 
 def base_parameters(entry: Entry) -> Parameters:
     """The parameters the entry was analysed with (its clustering is cached under them)."""
-    p = {k: v for k, v in entry.params.items() if k not in ("timestep_fs", "temperature_K")}
+    p = {k: v for k, v in entry.params.items() if k not in ("timestep_fs", "temperature_K", "allow_truncated")}
     return Parameters.from_dict(p)
 
 
@@ -173,7 +182,8 @@ def session_for(cfg: Config, entry: Entry) -> Session:
     s = _SESSIONS.get(entry.id)
     if s is None:
         p = entry.params
-        s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"), p.get("temperature_K"))
+        s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"), p.get("temperature_K"),
+                         allow_truncated=bool(p.get("allow_truncated")))
         _SESSIONS.put(entry.id, s)
     return s
 

@@ -1,13 +1,28 @@
-"""Build the Dash app: job manager, server settings, upload route, pages."""
+"""Build the Dash app: job manager, server settings, upload route, pages.
+
+Routing is Dash Pages: each module of ``pages/`` declares its ``PAGE`` (path, name,
+title) and a ``layout(**query)``; :func:`create_app` registers them, so ``/?entry=<id>``
+reaches ``pages.analyse.layout(entry=<id>)``. A page's layout reads the app's
+:class:`Config` with :func:`page_config` (per app, so several apps can share a process)."""
 
 from __future__ import annotations
 
+import dash
 import diskcache
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, dcc, html
+from flask import current_app
 from flask_caching import Cache
 
 from dashboard import auth, uploads
 from dashboard.config import Config
+
+#: Where a page's layout finds the app's Config: ``server.config[CONFIG_KEY]``.
+CONFIG_KEY = "iondiff.config"
+
+
+def page_config() -> Config:
+    """The Config of the app serving the current request (for a page's layout)."""
+    return current_app.config[CONFIG_KEY]
 
 
 def make_manager(cfg: Config):
@@ -34,35 +49,30 @@ def create_app(data_dir=None, roots=None) -> Dash:
         background_callback_manager=make_manager(cfg),
         suppress_callback_exceptions=True,
         health_endpoint="health",
+        use_pages=True,
+        pages_folder="",  # the pages are registered below, not imported from a folder a second time
         assets_folder=str(__import__("pathlib").Path(__file__).resolve().parents[1] / "assets"),
     )
     server = app.server
     server.secret_key = cfg.secret_key
+    server.config[CONFIG_KEY] = cfg
     auth.protect(server)
     server.register_blueprint(uploads.make_blueprint(cfg.uploads, cfg.max_upload_bytes))
     cache = Cache(server, config={
         "CACHE_TYPE": "FileSystemCache", "CACHE_DIR": str(cfg.flask_cache),
         "CACHE_THRESHOLD": 500, "CACHE_DEFAULT_TIMEOUT": 7 * 24 * 3600,
     })
+    for page in (analyse, library):
+        dash.register_page(page.__name__, layout=page.layout, **page.PAGE)
     app.layout = html.Div([
-        dcc.Location(id="url"),
         html.Div([
             html.Span("IonDiff", className="brand"),
             dcc.Link("Analyse", href="/"),
             dcc.Link("Library", href="/library"),
             html.Span("concerted ionic hops in MD trajectories", className="muted", style={"color": "#b9c9d9"}),
         ], className="navbar"),
-        html.Div(id="page"),
+        dash.page_container,
     ])
-
-    @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"))
-    def route(path, search):
-        if (path or "/").rstrip("/").endswith("library"):
-            return library.layout(cfg)
-        entry = None
-        if search and "entry=" in search:
-            entry = search.split("entry=")[1].split("&")[0]
-        return analyse.layout(cfg, entry)
 
     @server.get("/docs/<name>.md")
     def docs(name):

@@ -46,7 +46,7 @@ def check_compressed(path: Path) -> None:
     done = 0
     try:
         with opener(path, "rb") as f:
-            while chunk := f.read(1 << 22):
+            while chunk := f.read(1 << 16):  # small reads: the message says how far it got
                 done += len(chunk)
     except (EOFError, OSError, lzma.LZMAError, ValueError) as exc:
         reason = "ends before its end-of-stream marker" if isinstance(exc, EOFError) else f"is corrupt ({exc})"
@@ -84,14 +84,23 @@ def source_name(path: Path, upload: bool = False, system: str | None = None, tit
     return (system or title or name).strip()[:120]
 
 
-def inspect_source(path: Path, upload: bool = False) -> dict:
+def inspect_source(path: Path, upload: bool = False, allow_truncated: bool = False) -> dict:
     """What the page shows before Run: species, timestep and temperature (from the INCAR
-    beside the trajectory) and the run's name. Checks a compressed file to its end."""
+    beside the trajectory) and the run's name. Checks a compressed file to its end: a
+    damaged one is refused unless ``allow_truncated``, which records why in ``damaged``
+    (its complete frames are then analysed and the library entry flagged)."""
     path = Path(path)
     file = locate_trajectory(path) if path.is_dir() else path
     species = sniff_species(path)
-    check_compressed(file)
-    info = {"species": species, "timestep_fs": None, "temperature_K": None, "incar": False, "warnings": []}
+    damaged = None
+    try:
+        check_compressed(file)
+    except InputError as exc:
+        if not allow_truncated:
+            raise
+        damaged = str(exc).split(": copy it again")[0].split("; copy it again")[0]
+    info = {"species": species, "timestep_fs": None, "temperature_K": None, "incar": False, "warnings": [],
+            "damaged": damaged}
     system = None
     incar = file.parent / "INCAR"
     if incar.is_file():
@@ -169,7 +178,7 @@ def make_blueprint(uploads: Path, max_bytes: int) -> Blueprint:
             except InputError:
                 return jsonify(**out, ready=False)  # an INCAR or POSCAR before its trajectory
             try:
-                info = inspect_source(traj, upload=True)
+                info = inspect_source(traj, upload=True, allow_truncated=request.args.get("allow_truncated") == "1")
             except InputError as exc:
                 if kind == "trajectory":
                     traj.unlink(missing_ok=True)

@@ -161,7 +161,16 @@ def _tab(value, label, view_names, how, section):
     return dcc.Tab(label=label, value=value, children=children)
 
 
-def layout(cfg, entry_id: str | None = None):
+#: The Dash Pages entry (registered by ``create_app``).
+PAGE = {"path": "/", "name": "Analyse", "title": "IonDiff: analyse"}
+
+
+def layout(entry: str | None = None, **_):
+    """The page for ``/`` (``/?entry=<id>`` opens a library entry)."""
+    from dashboard.app_factory import page_config
+
+    cfg = page_config()
+    entry_id = entry or None
     sims = list_server_simulations(cfg.roots) if cfg.roots else []
     source = html.Details([
         html.Summary(html.H3("1. Trajectory", style={"display": "inline"})),
@@ -172,6 +181,10 @@ def layout(cfg, entry_id: str | None = None):
         _help_label("INCAR (optional, before or after the trajectory)",
                     "Gives the timestep (POTIM x NBLOCK) and temperature (TEBEG); they appear below, editable."),
         _file_input("incar-file"),
+        html.Div(dcc.Checklist(id="allow-truncated", value=[], options=[
+            {"label": " analyse the complete frames of a damaged compressed file", "value": "yes"}]),
+            title="A .gz/.xz/.bz2 that ends early (an incomplete copy) is refused; ticked before choosing it, its "
+                  "complete frames are analysed and the run is flagged 'partial' in the library."),
         html.Progress(id="upload-progress", value="0", max="1"),
         html.Div(id="upload-status", className="muted"),
         _help_label("... or pick one on the server" + ("" if cfg.roots else " (no folders allowed on this server)"),
@@ -197,6 +210,20 @@ def layout(cfg, entry_id: str | None = None):
         html.Div(id="progress-text", className="muted"),
         html.Div(id="run-error"),
     ], open=True, id="run-details", className="panel")
+    queue = html.Details([
+        html.Summary(html.H3("Queue of server runs", style={"display": "inline"})),
+        _help_label("Runs to analyse one after another",
+                    "Pick several simulations on the server: each is analysed in turn in the background with its own "
+                    "INCAR's timestep and temperature and its default mobile species; the queue stays after a reload."),
+        dcc.Dropdown(id="queue-sims", options=sims, multi=True, placeholder="simulations to queue", disabled=not cfg.roots),
+        html.Div([
+            html.Button("Add to queue", id="queue-add", className="secondary", disabled=not cfg.roots),
+            html.Button("Run queue", id="queue-run", disabled=not cfg.roots),
+            html.Button("Cancel", id="queue-cancel", className="secondary", disabled=True),
+            html.Button("Clear finished", id="queue-clear", className="secondary small"),
+        ], className="row", style={"marginTop": "0.4rem"}),
+        html.Div(id="queue-rows"),
+    ], open=True, id="queue-details", className="panel")
     sliders = html.Div([
         html.Div([html.H3("3. Thresholds", title="These rerun only the cheap stages: the clustering is never redone."),
                   html.Button("Reset", id="reset-sliders", className="secondary small", title="every threshold back to its default")],
@@ -239,7 +266,10 @@ def layout(cfg, entry_id: str | None = None):
         dcc.Store(id="source-store"),
         dcc.Store(id="entry-store", data=entry_id),
         dcc.Store(id="group-store"),
-        html.Div([source, run, sliders], className="sidebar", id="sidebar"),
+        # The queue (a list of :func:`_queue_item`) lives in the browser tab's session: it survives a reload.
+        dcc.Store(id="queue-store", storage_type="session", data=[]),
+        dcc.Store(id="queue-progress"),
+        html.Div([source, run, sliders, queue], className="sidebar", id="sidebar"),
         html.Div([html.Div(id="view-status"), verdict, html.Div(id="warnings"), tabs], className="main panel"),
     ], className="page")
 
@@ -289,6 +319,84 @@ def _source_path(cfg, source: dict) -> Path:
     raise InputError("choose a trajectory first")
 
 
+def _analyse(cfg, source: dict, species, timestep, temperature, progress) -> str:
+    """Analyse a chosen source (upload or server run) and store it; returns the entry id.
+    The Run button and the queue both come here."""
+    if not source or source.get("kind") not in ("upload", "server"):
+        raise InputError("choose a trajectory first (upload one or pick one on the server)")
+    if not timestep or timestep <= 0:
+        raise InputError("the timestep is unknown: type the time between saved frames in fs (POTIM x NBLOCK), "
+                         "or add the run's INCAR; hop durations, D and the MSD need it")
+    path = _source_path(cfg, source)
+    poscar = path.parent / "POSCAR" if source.get("poscar") else None
+    params = Parameters(species=species, reference_structure=str(poscar) if poscar and poscar.is_file() else None)
+    return analysis.run_analysis(cfg, path, params, timestep or None, temperature or None, progress=progress,
+                                 name=source.get("name"), allow_truncated=bool(source.get("damaged")))
+
+
+def _default_species(species: list[str]) -> str | None:
+    return next((s for s in ("Li", "Na", "K", "Ag", "Cu", "F", "Cl", "Br", "I", "O", "H") if s in species),
+                species[0] if species else None)
+
+
+#: A queued run's states; the last three are final.
+QUEUE_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def _queue_item(path: str, label: str) -> dict:
+    return {"path": path, "label": label, "state": "queued", "progress": 0.0, "message": "", "entry": None}
+
+
+def _queue_row(i: int, item: dict):
+    """One queued run: its name, state, progress bar and message (the result's link when done)."""
+    state = item["state"]
+    detail = item.get("message") or ""
+    if state == "done" and item.get("entry"):
+        detail = [detail + " " if detail else "", dcc.Link("open result", href=f"/?entry={item['entry']}", id=f"queue-open-{i}")]
+    return html.Div([
+        html.Div([html.B(item["label"]), html.Span(state, className=f"queue-state queue-state-{state}", id=f"queue-state-{i}")],
+                 className="row spread"),
+        html.Progress(value=str(item.get("progress") or 0), max="1", id=f"queue-bar-{i}"),
+        html.Div(detail, className="muted", id=f"queue-msg-{i}"),
+    ], className=f"queue-row queue-{state}", id=f"queue-row-{i}")
+
+
+def _queue_rows(items: list[dict] | None) -> list:
+    if not items:
+        return [html.Div("empty: pick runs above and add them", className="muted")]
+    return [_queue_row(i, it) for i, it in enumerate(items)]
+
+
+def _run_queue(cfg, items: list[dict], report) -> list[dict]:
+    """Analyse every queued (or interrupted) run in turn; ``report(items)`` after each
+    change. A run that fails is marked with its reason and the next one starts."""
+    items = [dict(it) for it in items]
+    for it in items:
+        if it["state"] not in ("queued", "running"):
+            continue
+        it.update(state="running", progress=0.0, message="starting")
+        report(items)
+        try:
+            path = resolve_server_path(it["path"], cfg.roots)
+            info = inspect_source(path)
+            source = {"kind": "server", "path": str(path), **info}
+
+            def step(f, m, it=it):
+                it.update(progress=round(f, 4), message=m)
+                report(items)
+
+            it["entry"] = _analyse(cfg, source, _default_species(info.get("species") or []), info.get("timestep_fs"),
+                                   info.get("temperature_K"), step)
+            it.update(state="done", progress=1.0, message=f"done as \u201c{info['name']}\u201d")
+        except InputError as exc:
+            it.update(state="failed", progress=0.0, message=str(exc))
+        except Exception as exc:  # noqa: BLE001 - the row shows the reason, the log the traceback
+            log.error("queued analysis failed: %s", traceback.format_exc())
+            it.update(state="failed", progress=0.0, message=f"the analysis failed: {type(exc).__name__}: {exc}")
+        report(items)
+    return items
+
+
 def _key(*parts) -> str:
     return "view:" + hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
 
@@ -307,14 +415,17 @@ def register(app, cfg, cache):
     @app.callback(
         Output("source-store", "data", allow_duplicate=True), Output("source-label", "children"),
         Input("server-use", "n_clicks"), Input("server-sim", "value"), State("server-path", "value"),
+        State("allow-truncated", "value"),
         prevent_initial_call=True,
     )
-    def use_server_file(_, picked, typed):
+    def use_server_file(_, picked, typed, allow_truncated):
         try:
             path = resolve_server_path((typed if ctx.triggered_id == "server-use" else None) or picked or "", cfg.roots)
-            info = inspect_source(path)
+            info = inspect_source(path, allow_truncated=bool(allow_truncated))
             shown = display_path(path, cfg.roots)
             read = f"; INCAR: {info['timestep_fs']} fs per frame" if info["timestep_fs"] else "; no timestep found: type it"
+            if info.get("damaged"):
+                read += f"; DAMAGED: {info['damaged']}: only its complete frames will be analysed (flagged in the library)"
             return ({"kind": "server", "path": str(path), **info}, f"server file: {shown} as \u201c{info['name']}\u201d{read}")
         except InputError as exc:
             return {"kind": "error", "error": str(exc)}, _alert(str(exc))
@@ -334,7 +445,7 @@ def register(app, cfg, cache):
         if source.get("kind") == "error":
             return [], None, _alert(source["error"]), None, "0", "", None, None
         species = source.get("species") or []
-        default = next((s for s in ("Li", "Na", "K", "Ag", "Cu", "F", "Cl", "Br", "I", "O", "H") if s in species), species[0] if species else None)
+        default = _default_species(species)
         return ([{"label": s, "value": s} for s in species], default, None, None, "0", "",
                 source.get("timestep_fs"), source.get("temperature_K"))
 
@@ -370,19 +481,8 @@ def register(app, cfg, cache):
     )
     def run_job(set_progress, _, source, species, timestep, temperature):
         try:
-            if not source or source.get("kind") not in ("upload", "server"):
-                raise InputError("choose a trajectory first (upload one or pick one on the server)")
-            if not timestep or timestep <= 0:
-                raise InputError("the timestep is unknown: type the time between saved frames in fs (POTIM x NBLOCK), "
-                                 "or add the run's INCAR; hop durations, D and the MSD need it")
-            path = _source_path(cfg, source)
-            poscar = path.parent / "POSCAR" if source.get("poscar") else None
-            params = Parameters(species=species, reference_structure=str(poscar) if poscar and poscar.is_file() else None)
             set_progress(("0", "starting"))
-            entry = analysis.run_analysis(
-                cfg, path, params, timestep or None, temperature or None,
-                progress=lambda f, m: set_progress((str(round(f, 4)), m)), name=source.get("name"),
-            )
+            entry = _analyse(cfg, source, species, timestep, temperature, lambda f, m: set_progress((str(round(f, 4)), m)))
             set_progress(("1", "done"))
             return entry, None
         except InputError as exc:
@@ -399,6 +499,49 @@ def register(app, cfg, cache):
     )
     def cancelled(_):
         return html.Span("cancelled: nothing was saved", className="cancelled"), "0"
+
+    # ------------------------------------------------------------------ queue
+    @app.callback(
+        Output("queue-store", "data", allow_duplicate=True), Output("queue-sims", "value"),
+        Input("queue-add", "n_clicks"), Input("queue-clear", "n_clicks"), Input("queue-cancel", "n_clicks"),
+        State("queue-sims", "value"), State("queue-store", "data"), State("queue-progress", "data"),
+        prevent_initial_call=True,
+    )
+    def edit_queue(_, __, ___, picked, items, live):
+        """Add the picked runs (once each), clear the finished ones, or cancel the rest."""
+        items = list(items or [])
+        if ctx.triggered_id == "queue-add":
+            have = {it["path"] for it in items if it["state"] in ("queued", "running")}
+            labels = {o["value"]: o["label"] for o in list_server_simulations(cfg.roots)} if cfg.roots else {}
+            items += [_queue_item(p, labels.get(p, p)) for p in picked or [] if p not in have]
+            return items, []
+        if ctx.triggered_id == "queue-clear":
+            return [it for it in items if it["state"] in ("queued", "running")], no_update
+        # Cancel: the job is stopped; what it finished stays done, the rest is cancelled.
+        same = live and [it["path"] for it in live] == [it["path"] for it in items]
+        current = live if same else items
+        return [{**it, "state": "cancelled", "progress": 0.0, "message": "cancelled: nothing was saved"}
+                if it["state"] in ("queued", "running") else it for it in current], no_update
+
+    @app.callback(
+        Output("queue-store", "data"),
+        Input("queue-run", "n_clicks"), State("queue-store", "data"),
+        background=True,
+        running=[(Output("queue-run", "disabled"), True, not cfg.roots), (Output("queue-cancel", "disabled"), False, True),
+                 (Output("queue-add", "disabled"), True, not cfg.roots)],
+        # The rows themselves (progress updates trigger no other callback) and their data, for Cancel.
+        progress=[Output("queue-rows", "children"), Output("queue-progress", "data")],
+        cancel=[Input("queue-cancel", "n_clicks")],
+        interval=300,  # ms between progress polls: runs of a few seconds still show their stages
+        prevent_initial_call=True,
+    )
+    def run_queue(set_progress, _, items):
+        """The queue's job: one run after another, each row's state and progress reported."""
+        return _run_queue(cfg, items or [], lambda now: set_progress((_queue_rows(now), now)))
+
+    @app.callback(Output("queue-rows", "children"), Input("queue-store", "data"))
+    def show_queue(items):
+        return _queue_rows(items)
 
     # ------------------------------------------------------------------ controls
     @app.callback(

@@ -118,7 +118,15 @@ def _view(view: str, graph_id: str) -> html.Div:
     ], className="panel")
 
 
-def layout(cfg):
+#: The Dash Pages entry (registered by ``create_app``).
+PAGE = {"path": "/library", "name": "Library", "title": "IonDiff: library"}
+
+
+def layout(**_):
+    """The page for ``/library``."""
+    from dashboard.app_factory import page_config
+
+    cfg = page_config()
     rows = _rows(Library(cfg.library_db))
     return html.Div([
         html.Div([

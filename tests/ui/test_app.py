@@ -426,3 +426,111 @@ def test_cancel_shows_a_cancelled_state(dash_duo, tmp_path):
     assert "cancelled" in dash_duo.find_element("#progress-text").text
     assert dash_duo.find_element("#progress-bar").get_attribute("value") == "0"
     assert not dash_duo.find_element("#run-button").get_attribute("disabled")
+
+
+def test_queue_of_server_runs_each_with_its_progress(dash_duo, tmp_path):
+    root = tmp_path / "runs"
+    for name, seed, potim in (("LiA_600K", 11, 2), ("LiB_700K", 12, 1)):
+        (root / name).mkdir(parents=True)
+        # Large enough (a few seconds each) for the page to see each run in progress.
+        syn = make_synthetic(n_frames=20000, n_mobile=48, chain_sizes=(1, 2, 3) * 4, seed=seed)
+        write_xdatcar(syn.trajectory, root / name / "XDATCAR")
+        (root / name / "INCAR").write_text(f"POTIM = {potim}\nNBLOCK = 5\nTEBEG = {name[-4:-1]}\n")
+    (root / "broken").mkdir()
+    (root / "broken" / "XDATCAR").write_text("not a trajectory\n")
+    dash_duo.start_server(create_app(tmp_path / "data", roots=[root]))
+    dash_duo.wait_for_contains_text("#queue-rows", "empty", timeout=10)
+    # Several runs picked at once in the multi-select.
+    for name in ("LiA_600K", "LiB_700K", "broken"):
+        dash_duo.find_element("#queue-sims").click()
+        option = next(o for o in dash_duo.driver.find_elements("css selector", "[role='option']") if name in o.text)
+        option.click()
+        dash_duo.find_element("#queue-sims").send_keys(Keys.ESCAPE)
+    dash_duo.find_element("#queue-add").click()
+    until(dash_duo, lambda: [e.text for e in dash_duo.find_elements("#queue-rows .queue-state")] == ["queued"] * 3, 10)
+    # Every state the rows go through, as the page shows them: one snapshot per change.
+    dash_duo.driver.execute_script("""
+        window.__queue = [];
+        new MutationObserver(function () {
+            window.__queue.push(Array.from(document.querySelectorAll('#queue-rows .queue-row')).map(function (row) {
+                return [row.querySelector('.queue-state').textContent, row.querySelector('progress').value,
+                        row.querySelector('.muted').textContent];
+            }));
+        }).observe(document.querySelector('#queue-rows'), {subtree: true, childList: true, attributes: true, characterData: true});""")
+    dash_duo.find_element("#queue-run").click()
+    until(dash_duo, lambda: [e.text for e in dash_duo.find_elements("#queue-rows .queue-state")] == ["done", "done", "failed"], 180)
+    seen = dash_duo.driver.execute_script("return window.__queue")
+    states = [tuple(r[0] for r in snap) for snap in seen]
+    # One after another, each row with its own progress: a stage message and a fraction strictly between 0 and 1.
+    first = [snap[0] for snap in seen if snap[0][0] == "running" and snap[1][0] == "queued" and snap[2][0] == "queued"]
+    second = [snap[1] for snap in seen if snap[0][0] == "done" and snap[1][0] == "running" and snap[2][0] == "queued"]
+    assert any(0 < r[1] < 1 and r[2] not in ("", "starting") for r in first), states
+    assert any(0 < r[1] < 1 and r[2] not in ("", "starting") for r in second), states
+    assert "broken" in dash_duo.find_element("#queue-row-2").text
+    assert dash_duo.find_element("#queue-msg-2").text  # the reason it failed
+    from dashboard.storage import Library
+
+    names = sorted(e.name for e in Library(Path(tmp_path / "data") / "library.sqlite").list())
+    assert names == ["LiA_600K", "LiB_700K"]
+    # The queue survives a reload, and each done row opens its own result.
+    dash_duo.driver.refresh()
+    until(dash_duo, lambda: [e.text for e in dash_duo.find_elements("#queue-rows .queue-state")] == ["done", "done", "failed"], 20)
+    dash_duo.find_element("#queue-open-1").click()
+    dash_duo.wait_for_contains_text("#view-summary", "LiB_700K", timeout=30)
+    until(dash_duo, lambda: "in the library" in dash_duo.find_element("#source-label").get_attribute("textContent"), 10)
+    assert dash_duo.find_element("#timestep").get_attribute("value") == "5"
+
+
+def test_damaged_file_option_analyses_complete_frames_flagged(dash_duo, tmp_path):
+    root = tmp_path / "runs"
+    (root / "cut").mkdir(parents=True)
+    syn = make_synthetic(n_frames=1500, n_mobile=12, chain_sizes=(1, 2, 3, 4), seed=7)
+    write_xdatcar(syn.trajectory, tmp_path / "whole.gz")
+    whole = (tmp_path / "whole.gz").read_bytes()
+    (root / "cut" / "XDATCAR.gz").write_bytes(whole[: int(len(whole) * 0.6)])  # an incomplete copy
+    (root / "cut" / "INCAR").write_text("POTIM = 2\nNBLOCK = 5\nTEBEG = 600\n")
+    dash_duo.start_server(create_app(tmp_path / "data", roots=[root]))
+    # Refused by default ...
+    pick(dash_duo, "cut")
+    dash_duo.wait_for_contains_text("#source-label", "damaged", timeout=20)
+    dash_duo.wait_for_contains_text("#run-error", "cut short", timeout=10)
+    # ... and with the option, its complete frames are analysed and the entry is flagged.
+    dash_duo.find_element("#allow-truncated input").click()
+    pick(dash_duo, "cut")
+    dash_duo.wait_for_contains_text("#source-label", "only its complete frames will be analysed", timeout=20)
+    dash_duo.wait_for_text_to_equal("#species-value", "Li", timeout=10)
+    dash_duo.find_element("#run-button").click()
+    dash_duo.wait_for_contains_text("#view-summary", "hops", timeout=120)
+    dash_duo.wait_for_contains_text("#warnings", "DAMAGED FILE", timeout=10)
+    from dashboard.storage import Library
+
+    (entry,) = Library(Path(tmp_path / "data") / "library.sqlite").list()
+    assert entry.flags.startswith("partial: ") and "898 complete frames" in entry.flags
+    dash_duo.driver.get(dash_duo.server_url + "/library")
+    until(dash_duo, lambda: any(c.text.startswith("partial:") for c in dash_duo.find_elements("#library-table .ag-cell")), 20)
+
+
+def test_queue_cancel_keeps_finished_runs_and_cancels_the_rest(dash_duo, tmp_path):
+    root = tmp_path / "runs"
+    for name, n_frames, seed in (("LiS_600K", 1500, 5), ("LiT_900K", 12000, 3), ("LiU_900K", 1500, 6)):
+        (root / name).mkdir(parents=True)
+        syn = make_synthetic(n_frames=n_frames, n_mobile=12 if n_frames < 5000 else 60, chain_sizes=(1, 2, 3) * 4, seed=seed)
+        write_xdatcar(syn.trajectory, root / name / "XDATCAR")
+        (root / name / "INCAR").write_text("POTIM = 2\nNBLOCK = 5\nTEBEG = 900\n")
+    dash_duo.start_server(create_app(tmp_path / "data", roots=[root]))
+    for name in ("LiS_600K", "LiT_900K", "LiU_900K"):
+        dash_duo.find_element("#queue-sims").click()
+        next(o for o in dash_duo.driver.find_elements("css selector", "[role='option']") if name in o.text).click()
+        dash_duo.find_element("#queue-sims").send_keys(Keys.ESCAPE)
+    dash_duo.find_element("#queue-add").click()
+    dash_duo.find_element("#queue-run").click()
+    states = lambda: [e.text for e in dash_duo.find_elements("#queue-rows .queue-state")]  # noqa: E731
+    until(dash_duo, lambda: states() == ["done", "running", "queued"] and "clustering" in dash_duo.find_element("#queue-msg-1").text, 60)
+    dash_duo.find_element("#queue-cancel").click()
+    until(dash_duo, lambda: states() == ["done", "cancelled", "cancelled"], 10)
+    time.sleep(2)  # no late progress from the killed job overwrites it
+    assert states() == ["done", "cancelled", "cancelled"]
+    assert not dash_duo.find_element("#queue-run").get_attribute("disabled")
+    # Clear finished empties the list; the finished run stays in the library.
+    dash_duo.find_element("#queue-clear").click()
+    dash_duo.wait_for_contains_text("#queue-rows", "empty", timeout=10)
