@@ -207,6 +207,7 @@ class FrameSink:
             unwrapped=self.unwrapped,
             atom_indices=sel,
             framework_drift_A=self.drift,
+            file_species=None if sel is None else {s: self.species_all.count(s) for s in dict.fromkeys(self.species_all)},
         )
 
 

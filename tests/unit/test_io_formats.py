@@ -459,7 +459,7 @@ def test_prepare_accepts_a_mobile_only_trajectory(tmp_path):
         full = prepare(read_trajectory(p, timestep_fs=1.0), params)
         mob = prepare(read_trajectory(p, timestep_fs=1.0, keep="mobile", dtype=np.float32), params)
         np.testing.assert_allclose(mob.positions_A, full.positions_A, atol=2e-5)
-        assert mob.positions_A.dtype == np.float64
+        assert full.positions_A.dtype == np.float64 and mob.positions_A.dtype == np.float32  # kept as read
 
 
 # --------------------------------------------------------------------------- pipeline and CLI
