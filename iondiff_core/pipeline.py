@@ -135,6 +135,8 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, sto
     ``store``, they are written once into it as a ``.npy`` and memory-mapped read-only from
     there (a later run on the same data maps the same file), so the kernel can page them out.
     """
+    if traj.positions_released:
+        raise InputError(f"{traj.source}: the positions were released after unwrapping; read the trajectory again")
     species = traj.mobile_species(params.species)
     atoms = traj.indices(species)
     check_length(traj)
@@ -435,6 +437,10 @@ class Session:
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         cache = StageCache(cache_dir) if cache_dir else None
         prep = prepare(traj, params, store=cache)
+        if not isinstance(source, Trajectory):
+            # Read here, so nobody else holds it: only the unwrapped positions are needed
+            # from now on (frame 0 stays for the reference lattice).
+            traj.release_positions()
         clustering = clustering_stage(prep, params, cache, progress, n_jobs, map_blocks)
         tr = transport_stage(prep, params, progress)
         return cls(prep, clustering, tr, params)

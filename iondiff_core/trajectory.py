@@ -59,6 +59,7 @@ class Trajectory:
     atom_indices: np.ndarray | None = None
     framework_drift_A: np.ndarray | None = None
     file_species: dict[str, int] | None = None
+    positions_released: bool = False
 
     def __post_init__(self):
         pos = np.asarray(self.positions_frac)
@@ -95,6 +96,15 @@ class Trajectory:
     def composition(self) -> dict[str, int]:
         """Number of atoms of each species, in order of first appearance."""
         return {s: self.species.count(s) for s in self.symbols}
+
+    def release_positions(self) -> None:
+        """Free the positions of every frame but the first, once they have been unwrapped
+        (:meth:`iondiff_core.pipeline.Session.open` does so for a file it read itself):
+        ``positions_frac`` becomes a read-only view repeating frame 0, which costs no
+        memory and keeps ``n_frames``; :func:`unwrap` refuses the trajectory from then on."""
+        first = np.array(self.positions_frac[:1])
+        self.positions_frac = np.broadcast_to(first, self.positions_frac.shape)
+        self.positions_released = True
 
     @property
     def file_composition(self) -> dict[str, int]:
@@ -190,6 +200,8 @@ def unwrap(
     -------
     ndarray, shape (T, len(atoms), 3), ``dtype``, Å
     """
+    if traj.positions_released:
+        raise InputError(f"{traj.source}: the positions were released after unwrapping; read the trajectory again")
     sel = np.arange(traj.n_atoms) if atoms is None else np.asarray(atoms)
     if out is None:
         out = np.empty((traj.n_frames, len(sel), 3), dtype=dtype)

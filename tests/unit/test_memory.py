@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from iondiff_core.cli import main
+from iondiff_core.errors import InputError
 from iondiff_core.io import read_trajectory, write_xdatcar
 from iondiff_core.io.extxyz import write_extxyz
 from iondiff_core.parameters import Parameters
@@ -49,6 +50,10 @@ def test_mobile_only_equals_a_full_read(tmp_path, kind, drift):
     mob = analyze(path, params, timestep_fs=10.0)  # the default
     assert full.prep.positions_A.dtype == np.float64 and mob.prep.positions_A.dtype == np.float32
     assert mob.prep.trajectory.n_atoms == 6 and full.prep.trajectory.n_atoms == 14  # framework never held
+    # Read by the pipeline itself: the fractional positions are freed once unwrapped (frame 0 kept).
+    assert mob.prep.trajectory.positions_released and mob.prep.trajectory.n_frames == 2000
+    with pytest.raises(InputError, match="released"):
+        unwrap(mob.prep.trajectory)
     np.testing.assert_allclose(mob.prep.positions_A, full.prep.positions_A, atol=1e-4)
     np.testing.assert_array_equal(mob.prep.file_atoms, np.arange(8, 14))
     np.testing.assert_array_equal(mob.prep.file_atoms, full.prep.file_atoms)
