@@ -140,7 +140,10 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, sto
     species = traj.mobile_species(params.species)
     atoms = traj.indices(species)
     check_length(traj)
-    digest = digest or content_hash(traj)
+    if digest is None:
+        digest = content_hash(traj)
+        if traj.framework_drift_A is not None:  # a mobile-only read: the dropped framework's drift counts too
+            digest = hashlib.sha256((digest + hashlib.sha256(np.ascontiguousarray(traj.framework_drift_A)).hexdigest()).encode()).hexdigest()
     dtype = np.float32 if traj.positions_frac.dtype == np.float32 else np.float64
     if store is None:
         pos = unwrap(traj, atoms, remove_drift=params.remove_drift, dtype=dtype)
