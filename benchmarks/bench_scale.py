@@ -314,10 +314,12 @@ def main(argv=None) -> int:
     ap.add_argument("--old-max-sites", type=int, default=100, help="run the whole-run clustering up to this many sites")
     ap.add_argument("--peers", action="store_true", help="only the table against GEMDAT 1.8 on LGPS_650K")
     ap.add_argument("--end-to-end", action="store_true", help="only the whole analysis of generated files (10^6, 10^7 ion-frames)")
+    ap.add_argument("--all-atoms-up-to", type=float, default=1e6,
+                    help="--end-to-end: also run the all-atoms float64 path up to this many ion-frames (default 1e6)")
     args = ap.parse_args(argv)
     if args.end_to_end:
         sizes = [(100, 10_000)] if args.quick else [(100, 10_000), (1000, 10_000)]
-        end_to_end_table(sizes, old_up_to=1_000_000)
+        end_to_end_table(sizes, old_up_to=args.all_atoms_up_to)
         return 0
     if args.peers:
         peers_table()
