@@ -10,6 +10,13 @@ Three tables, each measured in one run:
    ``--huge``), with planted-hop precision and recall (goal >= 0.95).
 3. This engine's whole analysis against GEMDAT 1.8's whole site analysis on
    ``../shared/data/real/LGPS_650K_Li_only`` (``pip install -r benchmarks/requirements.txt``).
+4. ``--end-to-end`` (only): ``pipeline.analyze`` on generated XDATCAR and extxyz files
+   (independent walkers, half as many S framework atoms as Li) of 10^6 and 10^7 ion-frames:
+   wall time, peak RSS above the process's RSS before the call (while reading, unwrapping,
+   clustering and fitting D; and over the whole analysis, groups and null model included),
+   its ratio to the float32 positions of the mobile ions, planted-hop precision and recall; the default mobile-only
+   float32 read against ``mobile_only=False`` (every atom, float64) on the same file. Each
+   file is written, and each analysis run, in a fresh process, so none inherits another's heap.
 
 Times per ion-frame are CPU seconds of the process (with one process; wall seconds with
 more), because the benchmark machine is shared and wall time there is noisy.
@@ -25,6 +32,8 @@ boundaries lie within 4 frames (:func:`iondiff_core.synthetic.match_hops`).
     python benchmarks/bench_scale.py --quick    # smaller sizes, under a minute
     python benchmarks/bench_scale.py --huge     # adds 10^8 ion-frames (2.4 GB of positions)
     python benchmarks/bench_scale.py --peers    # only: this engine against GEMDAT 1.8 on LGPS_650K
+    python benchmarks/bench_scale.py --end-to-end          # only: whole analyses of files, ~5 minutes
+    python benchmarks/bench_scale.py --end-to-end --quick  # 10^6 ion-frames only
 """
 
 from __future__ import annotations
@@ -226,6 +235,77 @@ def peers_table() -> None:
         print(f"  GEMDAT / this engine: {gem / ours:.2f}x")
 
 
+def _write_walkers(folder: str, kind: str, ions: int, frames: int, hops_per_ion: int, seed: int) -> list[tuple[int, int, int]]:
+    """(In a child process.) Write independent walkers with ions // 2 S atoms as an XDATCAR
+    (with INCAR) or an extxyz file; return the planted hops as (ion, start, end)."""
+    from iondiff_core.io import write_xdatcar
+    from iondiff_core.io.extxyz import write_extxyz
+    from iondiff_core.synthetic import make_independent_walkers
+
+    s = make_independent_walkers(n_frames=frames, n_mobile=ions, hops_per_ion=hops_per_ion, n_framework=ions // 2, seed=seed)
+    if kind == "xdatcar":
+        write_xdatcar(s.trajectory, Path(folder) / "XDATCAR", write_incar=True)
+    else:
+        write_extxyz(s.trajectory, Path(folder) / "md.extxyz")
+    return [(h.ion, h.start, h.end) for h in s.hops]
+
+
+def _analyze_file(path: str, mobile_only: bool) -> dict:
+    """(In a child process.) ``pipeline.analyze`` of a file, as :meth:`Session.open` (read,
+    unwrap, clustering, transport) then :meth:`Session.result` (hops, groups, null model):
+    wall seconds, peak RSS above the RSS before the call (MB) during the first part and
+    overall, the hops found and the bytes of the float32 mobile positions."""
+    from iondiff_core.pipeline import Session
+
+    with PeakRSS() as first:
+        t0 = time.perf_counter()
+        s = Session.open(path, Parameters(), timestep_fs=TIMESTEP_FS, mobile_only=mobile_only)
+    with PeakRSS() as second:
+        r = s.result()
+        seconds = time.perf_counter() - t0
+    h = r.hops
+    keep = ~h.open_ended
+    return {"seconds": seconds, "open_MB": first.MB, "peak_MB": (max(first.peak, second.peak) - first.base) / 1e6,
+            "ion": h.ion[keep], "start": h.start[keep], "end": h.end[keep],
+            "f32_MB": r.prep.positions_A.shape[0] * r.prep.positions_A.shape[1] * 12 / 1e6,
+            "D": r.transport.tracer.D_cm2_s if r.transport else float("nan")}
+
+
+def end_to_end_table(sizes: list[tuple[int, int]], old_up_to: int) -> None:
+    """Whole analyses of generated files, each in a fresh process (see the module docstring)."""
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+
+    def child(fn, *a):
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            return pool.submit(fn, *a).result()
+
+    print("\n## Whole analysis of a file (pipeline.analyze: read, unwrap, clustering, transport, hops, groups, null model;"
+          " 1 process; Li + half as many S)\n")
+    print("| format | ions x frames | ion-frames | read | wall s | float32 Li positions (MB) "
+          "| peak RSS: read to transport (MB) | / positions | peak RSS: whole analysis (MB) | / positions "
+          "| planted hops | precision | recall | D_tracer (cm^2/s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for ions, frames in sizes:
+        for kind in ("xdatcar", "extxyz"):
+            with tempfile.TemporaryDirectory() as tmp:
+                planted = child(_write_walkers, tmp, kind, ions, frames, max(1, frames // 1000), ions + frames)
+                ref = [SimpleNamespace(ion=i, start=a, end=b) for i, a, b in planted]
+                path = tmp if kind == "xdatcar" else str(Path(tmp) / "md.extxyz")
+                for mobile_only in (True, False) if ions * frames <= old_up_to else (True,):
+                    r = child(_analyze_file, path, mobile_only)
+                    pairs = match_hops(r["ion"], r["start"], r["end"], ref, tol=4)
+                    how = "Li only, float32" if mobile_only else "all atoms, float64"
+                    print(f"| {kind} | {ions} x {frames} | {ions * frames:.0e} | {how} | {r['seconds']:.1f} | {r['f32_MB']:.0f} | "
+                          f"{r['open_MB']:.0f} | {r['open_MB'] / r['f32_MB']:.2f} | {r['peak_MB']:.0f} | "
+                          f"{r['peak_MB'] / r['f32_MB']:.2f} | {len(ref)} | "
+                          f"{fmt(len(pairs) / len(r['ion']) if len(r['ion']) else float('nan'), '.3f')} | "
+                          f"{fmt(len(pairs) / len(ref), '.3f')} | {r['D']:.4g} |", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (development)")
@@ -233,7 +313,14 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="processes for the size table (default 1)")
     ap.add_argument("--old-max-sites", type=int, default=100, help="run the whole-run clustering up to this many sites")
     ap.add_argument("--peers", action="store_true", help="only the table against GEMDAT 1.8 on LGPS_650K")
+    ap.add_argument("--end-to-end", action="store_true", help="only the whole analysis of generated files (10^6, 10^7 ion-frames)")
+    ap.add_argument("--all-atoms-up-to", type=float, default=1e6,
+                    help="--end-to-end: also run the all-atoms float64 path up to this many ion-frames (default 1e6)")
     args = ap.parse_args(argv)
+    if args.end_to_end:
+        sizes = [(100, 10_000)] if args.quick else [(100, 10_000), (1000, 10_000)]
+        end_to_end_table(sizes, old_up_to=args.all_atoms_up_to)
+        return 0
     if args.peers:
         peers_table()
         return 0

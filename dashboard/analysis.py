@@ -98,7 +98,9 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     from iondiff_core.pipeline import check_length
 
     each("read", 0.0, f"reading {source.name}")
-    traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, allow_truncated=allow_truncated)
+    # Only the mobile species, in float32: the framework is never held (iondiff_core.io).
+    traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, keep="mobile",
+                           mobile=params.species, dtype="float32", allow_truncated=allow_truncated)
     damaged = [w for w in traj.warnings if w.startswith("DAMAGED FILE")]
     check_length(traj, name or source.name)
     blocks = None

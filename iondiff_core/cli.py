@@ -96,7 +96,9 @@ def _add_input_flags(p):
     p.add_argument("--type-map", help="species of numeric atom types (LAMMPS dumps, H5MD), e.g. 1=Li,2=P,3=S")
     p.add_argument("--allow-truncated", action="store_true",
                    help="analyse the complete frames of a compressed file that ends early (damaged; flagged in the JSON)")
-    p.add_argument("--cache-dir", help="folder for the clustering cache (default: none)")
+    p.add_argument("--cache-dir", help="folder for the stage cache: clustering, and the unwrapped positions memory-mapped (default: none)")
+    p.add_argument("--all-atoms", action="store_true",
+                   help="read every atom in float64 (default: only the mobile species, in float32: less memory, same results)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -128,7 +130,7 @@ def _run_analyze(args) -> int:
     t0 = time.perf_counter()
     result = pipeline.analyze(
         args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs, type_map=args.type_map,
-        allow_truncated=args.allow_truncated,
+        allow_truncated=args.allow_truncated, mobile_only=not args.all_atoms,
     )
     doc = report.with_provenance(result.to_dict(), result)
     doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
@@ -194,14 +196,14 @@ def material_of(name: str) -> str:
 
 
 def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature, type_map=None,
-                allow_truncated: bool = False) -> dict:
+                allow_truncated: bool = False, mobile_only: bool = True) -> dict:
     """Analyse one simulation and write its JSON; returns its summary row (or an error row)."""
     from iondiff_core import pipeline, report
 
     try:
         result = pipeline.analyze(
             path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map,
-            allow_truncated=allow_truncated,
+            allow_truncated=allow_truncated, mobile_only=mobile_only,
         )
         doc = report.with_provenance(result.to_dict(), result)
         _write_atomic(Path(out_json), report.dumps(doc))
@@ -263,7 +265,7 @@ def _run_batch(args) -> int:
         with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futs = {
                 pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature, args.type_map,
-                            args.allow_truncated): n
+                            args.allow_truncated, not args.all_atoms): n
                 for n, p, o in jobs
             }
             for k, fut in enumerate(as_completed(futs), 1):

@@ -127,12 +127,42 @@ def check_length(traj: Trajectory, name: str | None = None) -> None:
         )
 
 
-def prepare(traj: Trajectory, params: Parameters, digest: str | None = None) -> Prepared:
+def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, store: StageCache | None = None) -> Prepared:
+    """Unwrap the mobile ions (the ``prepare`` stage).
+
+    The unwrapped positions take the trajectory's dtype (float32 for a mobile-only read,
+    summed in float64 block by block, see :func:`~iondiff_core.trajectory.unwrap`). With
+    ``store``, they are written once into it as a ``.npy`` and memory-mapped read-only from
+    there (a later run on the same data maps the same file), so the kernel can page them out.
+    """
+    if traj.positions_released:
+        raise InputError(f"{traj.source}: the positions were released after unwrapping; read the trajectory again")
     species = traj.mobile_species(params.species)
     atoms = traj.indices(species)
     check_length(traj)
-    pos = unwrap(traj, atoms, remove_drift=params.remove_drift)
-    return Prepared(traj, species, atoms, pos, digest or content_hash(traj))
+    if digest is None:
+        digest = content_hash(traj)
+        if traj.framework_drift_A is not None:  # a mobile-only read: the dropped framework's drift counts too
+            digest = hashlib.sha256((digest + hashlib.sha256(np.ascontiguousarray(traj.framework_drift_A)).hexdigest()).encode()).hexdigest()
+    dtype = np.float32 if traj.positions_frac.dtype == np.float32 else np.float64
+    if store is None:
+        pos = unwrap(traj, atoms, remove_drift=params.remove_drift, dtype=dtype)
+    else:
+        which = {"digest": digest, "species": species, "remove_drift": params.remove_drift, "dtype": np.dtype(dtype).name}
+        path = store.folder / f"{StageCache.key('unwrapped', which)}.npy"
+        if not path.exists():
+            tmp = store.folder / f".{path.name}.{os.getpid()}.tmp"
+            try:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(traj.n_frames, len(atoms), 3))
+                unwrap(traj, atoms, remove_drift=params.remove_drift, out=out)
+                out.flush()
+                del out
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+        pos = np.load(path, mmap_mode="r")
+    return Prepared(traj, species, atoms, pos, digest)
 
 
 def clustering_stage(
@@ -345,15 +375,15 @@ def analyze(
     n_jobs: int = 1,
     *,
     type_map=None,
-    mobile_only: bool = False,
+    mobile_only: bool = True,
     map_blocks=None,
     allow_truncated: bool = False,
 ) -> Result:
     """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file).
 
-    ``type_map`` names numeric atom types (``'1=Li,2=P'``); ``mobile_only`` reads only
-    the mobile species, in float32; ``map_blocks`` runs the clustering's ion blocks
-    elsewhere (see :meth:`Session.open`).
+    ``type_map`` names numeric atom types (``'1=Li,2=P'``); ``mobile_only`` (default)
+    reads only the mobile species of a file, in float32 (False: every atom, float64);
+    ``map_blocks`` runs the clustering's ion blocks elsewhere (see :meth:`Session.open`).
     """
     session = Session.open(
         source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs,
@@ -381,13 +411,15 @@ class Session:
     @classmethod
     def open(
         cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1,
-        *, type_map=None, mobile_only=False, map_blocks=None, allow_truncated=False,
+        *, type_map=None, mobile_only=True, map_blocks=None, allow_truncated=False,
     ) -> "Session":
         """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport.
 
         ``type_map``: species of numeric atom types (LAMMPS, H5MD), ``'1=Li,2=P,...'``.
-        ``mobile_only``: read only the mobile species (``params.species``, else the
-        default one), as float32 -- the framework is never held; its drift is kept.
+        ``mobile_only`` (default): read only the mobile species of a file (``params.species``,
+        else the default one), as float32 -- the framework is never held (its drift, the
+        file's composition and atom indices are kept); the unwrapped positions are float32
+        too, memory-mapped from ``cache_dir`` when given. False: every atom in float64.
         ``map_blocks``: where the clustering's ion blocks run (see :func:`clustering_stage`).
         ``allow_truncated``: analyse the complete frames of a damaged compressed file.
         """
@@ -406,8 +438,12 @@ class Session:
             traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, type_map=type_map,
                                    allow_truncated=allow_truncated, **opts)
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
-        prep = prepare(traj, params)
         cache = StageCache(cache_dir) if cache_dir else None
+        prep = prepare(traj, params, store=cache)
+        if not isinstance(source, Trajectory):
+            # Read here, so nobody else holds it: only the unwrapped positions are needed
+            # from now on (frame 0 stays for the reference lattice).
+            traj.release_positions()
         clustering = clustering_stage(prep, params, cache, progress, n_jobs, map_blocks)
         tr = transport_stage(prep, params, progress)
         return cls(prep, clustering, tr, params)

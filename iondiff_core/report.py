@@ -80,8 +80,8 @@ def result_to_dict(result) -> dict:
         "input": {
             "source": traj.source,
             "frames": traj.n_frames,
-            "atoms": traj.n_atoms,
-            "species": traj.composition,
+            "atoms": traj.file_n_atoms,  # the file's, also when only the mobile ions were read
+            "species": traj.file_composition,
             "mobile_species": result.prep.species,
             "mobile_ions": int(len(result.prep.atoms)),
             "timestep_fs": traj.timestep_fs,

@@ -43,6 +43,9 @@ class Trajectory:
     framework_drift_A : ndarray, shape (T, 3), optional
         Mean unwrapped displacement (Å, from frame 0) of the atoms the reader dropped,
         so that drift removal works without holding them.
+    file_species : dict of str to int, optional
+        Number of atoms of each species in the file, when the reader kept only some
+        (see :attr:`file_composition`); None when every atom is held.
     """
 
     positions_frac: np.ndarray
@@ -55,6 +58,8 @@ class Trajectory:
     unwrapped: bool = False
     atom_indices: np.ndarray | None = None
     framework_drift_A: np.ndarray | None = None
+    file_species: dict[str, int] | None = None
+    positions_released: bool = False
 
     def __post_init__(self):
         pos = np.asarray(self.positions_frac)
@@ -91,6 +96,25 @@ class Trajectory:
     def composition(self) -> dict[str, int]:
         """Number of atoms of each species, in order of first appearance."""
         return {s: self.species.count(s) for s in self.symbols}
+
+    def release_positions(self) -> None:
+        """Free the positions of every frame but the first, once they have been unwrapped
+        (:meth:`iondiff_core.pipeline.Session.open` does so for a file it read itself):
+        ``positions_frac`` becomes a read-only view repeating frame 0, which costs no
+        memory and keeps ``n_frames``; :func:`unwrap` refuses the trajectory from then on."""
+        first = np.array(self.positions_frac[:1])
+        self.positions_frac = np.broadcast_to(first, self.positions_frac.shape)
+        self.positions_released = True
+
+    @property
+    def file_composition(self) -> dict[str, int]:
+        """Number of atoms of each species in the file (also when only some are held)."""
+        return dict(self.file_species) if self.file_species is not None else self.composition
+
+    @property
+    def file_n_atoms(self) -> int:
+        """Number of atoms in the file (also when only some are held)."""
+        return int(sum(self.file_composition.values()))
 
     @property
     def variable_cell(self) -> bool:
@@ -146,7 +170,9 @@ class Trajectory:
         return self.timestep_fs * 1e-3
 
 
-def unwrap(traj: Trajectory, atoms: np.ndarray | None = None, remove_drift: bool = False) -> np.ndarray:
+def unwrap(
+    traj: Trajectory, atoms: np.ndarray | None = None, remove_drift: bool = False, dtype=np.float64, out: np.ndarray | None = None
+) -> np.ndarray:
     """Unwrapped Cartesian positions in Å (METHOD.md section 1).
 
     Frame-to-frame fractional steps are folded into [-0.5, 0.5), converted with that
@@ -162,13 +188,26 @@ def unwrap(traj: Trajectory, atoms: np.ndarray | None = None, remove_drift: bool
         equal weights), so a thermostat's net translation does not count as diffusion.
         When the reader dropped the framework (``keep='mobile'``), its drift recorded
         while reading is used.
+    dtype : numpy dtype
+        Storage type of the result. The sums are done in float64 block by block and
+        only stored as ``dtype``, so float32 adds one rounding (~1e-6 relative) per
+        position and no drift along the run.
+    out : ndarray, optional
+        Where to write the result, shape (T, len(atoms), 3) (e.g. a memory-mapped
+        ``.npy``); its dtype wins over ``dtype``.
 
     Returns
     -------
-    ndarray, shape (T, len(atoms), 3), float64, Å
+    ndarray, shape (T, len(atoms), 3), ``dtype``, Å
     """
+    if traj.positions_released:
+        raise InputError(f"{traj.source}: the positions were released after unwrapping; read the trajectory again")
     sel = np.arange(traj.n_atoms) if atoms is None else np.asarray(atoms)
-    out = _unwrap_atoms(traj, sel)
+    if out is None:
+        out = np.empty((traj.n_frames, len(sel), 3), dtype=dtype)
+    elif out.shape != (traj.n_frames, len(sel), 3):
+        raise ValueError(f"out must have shape {(traj.n_frames, len(sel), 3)}, got {out.shape}")
+    drift = None
     if remove_drift:
         frame = np.setdiff1d(np.arange(traj.n_atoms), sel)
         if frame.size and traj.framework_drift_A is not None:
@@ -177,34 +216,45 @@ def unwrap(traj: Trajectory, atoms: np.ndarray | None = None, remove_drift: bool
                 "read the whole file (keep='all') or analyse one species"
             )
         if frame.size:
-            drift = _unwrap_atoms(traj, frame).mean(axis=1)
-            out -= (drift - drift[0])[:, None, :]
+            fw = _unwrap_atoms(traj, frame, np.empty((traj.n_frames, frame.size, 3)))
+            drift = fw.mean(axis=1)
+            drift -= drift[0]
+            del fw
         elif traj.framework_drift_A is not None:
-            out -= traj.framework_drift_A[:, None, :]
-    return out
+            drift = traj.framework_drift_A
+    return _unwrap_atoms(traj, sel, out, drift)
 
 
-def _unwrap_atoms(traj: Trajectory, sel: np.ndarray, block_frames: int = 2048) -> np.ndarray:
-    """Unwrap in blocks of frames, so temporaries stay a small fraction of the output."""
+def _unwrap_atoms(traj: Trajectory, sel: np.ndarray, out: np.ndarray, drift: np.ndarray | None = None,
+                  block_elements: int = 1 << 18) -> np.ndarray:
+    """Unwrap into ``out`` in blocks of frames (about ``block_elements`` positions each),
+    in float64 with a float64 running sum, so temporaries stay a small fixed size and a
+    float32 ``out`` gets one rounding per position; ``drift`` (T, 3) Å is subtracted."""
     n_frames = traj.n_frames
-    out = np.empty((n_frames, len(sel), 3), dtype=np.float64)
-    if traj.unwrapped:
-        # Already unwrapped (image flags applied): each frame in its own cell.
-        for a in range(0, n_frames, block_frames):
-            b = min(n_frames, a + block_frames)
-            frac = traj.positions_frac[a:b][:, sel, :].astype(np.float64, copy=False)
-            np.einsum("tnj,tjk->tnk", frac, traj.cells[a:b], out=out[a:b], optimize=True)
-        return out
-    out[0] = traj.positions_frac[0, sel, :] @ traj.cells[0]
-    for a in range(1, n_frames, block_frames):
+    block_frames = max(1, block_elements // max(1, len(sel)))
+    last = None  # float64 unwrapped positions of the frame before the block
+    for a in range(0, n_frames, block_frames):
         b = min(n_frames, a + block_frames)
-        frac = traj.positions_frac[a - 1 : b][:, sel, :]
-        steps = np.diff(frac, axis=0).astype(np.float64, copy=False)
-        steps -= np.floor(steps + 0.5)  # fold into [-0.5, 0.5)
-        # Step t -> t+1 converted with the cell of frame t+1 (the frame it arrives at).
-        np.einsum("tnj,tjk->tnk", steps, traj.cells[a:b], out=out[a:b], optimize=True)
-        np.cumsum(out[a:b], axis=0, out=out[a:b])
-        out[a:b] += out[a - 1]
+        if traj.unwrapped:
+            # Already unwrapped (image flags applied): each frame in its own cell.
+            frac = traj.positions_frac[a:b][:, sel, :].astype(np.float64)
+            cart = np.einsum("tnj,tjk->tnk", frac, traj.cells[a:b], optimize=True)
+        else:
+            lo = max(a - 1, 0)
+            frac = traj.positions_frac[lo:b][:, sel, :].astype(np.float64)
+            steps = np.diff(frac, axis=0)
+            steps -= np.floor(steps + 0.5)  # fold into [-0.5, 0.5)
+            # Step t -> t+1 converted with the cell of frame t+1 (the frame it arrives at).
+            cart = np.einsum("tnj,tjk->tnk", steps, traj.cells[lo + 1 : b], optimize=True)
+            if a == 0:
+                cart = np.concatenate([(frac[0] @ traj.cells[0])[None], cart])
+            np.cumsum(cart, axis=0, out=cart)
+            if last is not None:
+                cart += last
+            last = cart[-1].copy()
+        if drift is not None:
+            cart -= drift[a:b, None, :]
+        out[a:b] = cart
     return out
 
 

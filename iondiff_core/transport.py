@@ -921,7 +921,7 @@ def van_hove(
     -------
     VanHove
     """
-    pos = np.asarray(positions_A, dtype=float)
+    pos = np.asarray(positions_A)  # float32 stays so: only the sampled frames become float64, below
     if pos.ndim != 3 or pos.shape[2] != 3:
         raise InputError(f"positions must have shape (frames, ions, 3), got {pos.shape}")
     T, N, _ = pos.shape
@@ -966,7 +966,7 @@ def van_hove(
     for li, lag in enumerate(lags):  # loop over the requested lags only (a handful)
         # ---- self part: all ions, up to max_origins_self origins
         t0 = _origins(T, lag, max_origins_self)
-        d = pos[t0 + lag] - pos[t0]
+        d = pos[t0 + lag].astype(np.float64) - pos[t0]
         r = np.sqrt(np.einsum("onk,onk->on", d, d)).ravel()
         counts, n_out = hist(r)
         G_s[li] = counts / (r.size * dr)
@@ -982,8 +982,8 @@ def van_hove(
         vol = 0.0
         for b0 in range(0, t0.size, block):  # bounded-memory blocks of origins
             tb = t0[b0 : b0 + block]
-            a = pos[tb + lag]  # (b, N, 3) ions i at t0 + t
-            c = pos[tb]  # (b, N, 3) ions j at t0
+            a = pos[tb + lag].astype(np.float64)  # (b, N, 3) ions i at t0 + t
+            c = pos[tb].astype(np.float64)  # (b, N, 3) ions j at t0
             v = a[:, :, None, :] - c[:, None, :, :]  # (b, N, N, 3)
             if fixed:
                 f = v @ inv0

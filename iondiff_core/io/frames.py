@@ -207,6 +207,7 @@ class FrameSink:
             unwrapped=self.unwrapped,
             atom_indices=sel,
             framework_drift_A=self.drift,
+            file_species=None if sel is None else {s: self.species_all.count(s) for s in dict.fromkeys(self.species_all)},
         )
 
 
@@ -296,7 +297,8 @@ def iter_text_frames(stream, lines_per_frame: int, check, chunk_bytes: int = CHU
         chunk = TextChunk(buf, starts[: n * L], ends[: n * L], n, frame0, line0)
         check(chunk)
         yield chunk
-        cut = int(starts[n * L]) if n * L < len(starts) else len(buf)
+        # After the newline that ends the last whole frame (a partial line may follow).
+        cut = int(starts[n * L]) if n * L < len(starts) else buf.rfind(b"\n") + 1
         buf = buf[cut:]
         frame0 += n
         line0 += n * L

@@ -248,6 +248,22 @@ def test_extxyz_fast_path_npt_matches_ase(tmp_path):
     assert sniff_species(p) == ["Li", "P", "S"]
 
 
+def test_extxyz_any_chunk_boundary(tmp_path):
+    """A chunk that ends just after a frame's last newline plus part of the next line
+    (e.g. the "1" of "14") must not lose that part (it did: "frame 746 has 4 atoms")."""
+    from iondiff_core.io.extxyz import read_extxyz
+
+    u, cells = npt_run(n_frames=9, big_steps=False)
+    p = tmp_path / "md.extxyz"
+    p.write_text(extxyz_text(u, cells))
+    ref = read_extxyz(p, None)
+    frame = len(p.read_bytes()) // 9
+    for cb in range(frame - 3, 3 * frame + 3):  # every boundary offset within a frame
+        t = read_extxyz(p, None, chunk_bytes=cb)
+        assert t.n_frames == 9, cb
+        np.testing.assert_array_equal(t.positions_frac, ref.positions_frac)
+
+
 def test_extxyz_truncated_and_count_change(tmp_path):
     u, cells = npt_run(n_frames=5)
     text = extxyz_text(u, cells)
@@ -459,7 +475,7 @@ def test_prepare_accepts_a_mobile_only_trajectory(tmp_path):
         full = prepare(read_trajectory(p, timestep_fs=1.0), params)
         mob = prepare(read_trajectory(p, timestep_fs=1.0, keep="mobile", dtype=np.float32), params)
         np.testing.assert_allclose(mob.positions_A, full.positions_A, atol=2e-5)
-        assert mob.positions_A.dtype == np.float64
+        assert full.positions_A.dtype == np.float64 and mob.positions_A.dtype == np.float32  # kept as read
 
 
 # --------------------------------------------------------------------------- pipeline and CLI
