@@ -34,7 +34,7 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 #: Above this many events the dense matrix (for display only) is not formed.
 DENSE_LIMIT = 4000
 #: Events (replicas x hops) handled at once by the reference and the null model (memory).
-_BATCH_EVENTS = 400_000
+_BATCH_EVENTS = 100_000
 #: Events (replicas x hops) the reference and the null model evaluate per call: past
 #: ~2,500 hops fewer repetitions are drawn (each already samples > 10^7 pairs), so the
 #: cost of a slider move stays O(budget x overlaps per hop), not O(replicas x hops).
