@@ -73,7 +73,10 @@ def test_one_analysis_in_the_app_is_split_over_both_workers(two_workers, tmp_pat
     (entry,) = Library(stack.data / "library.sqlite").list()
     p = {k: v for k, v in entry.params.items() if k not in ("timestep_fs", "temperature_K")}
     params = Parameters.from_dict(p)
-    prep = pipeline.prepare(read_trajectory(entry.trajectory, timestep_fs=entry.params["timestep_fs"]), params)
+    # Read as the app reads it: the mobile species only, in float32.
+    traj = read_trajectory(entry.trajectory, timestep_fs=entry.params["timestep_fs"], keep="mobile",
+                           mobile=params.species, dtype="float32")
+    prep = pipeline.prepare(traj, params)
     local = pipeline.clustering_stage(prep, params)
     key = pipeline.StageCache.key("clustering", {"digest": prep.digest, **params.clustering_key(), "species": prep.species})
     stored = pipeline.StageCache(stack.data / "stages").load(key)
