@@ -196,13 +196,17 @@ def methods_paragraph(doc: dict) -> str:
             + "; a hop is a transit between two different centres."
         )
         level = "the mean" if p.get("reference_level") == "mean" else f"the {float(p['reference_level']):.3g} quantile"
-        conc = (f"Hops were concerted when their Gaussian-smoothed timelines (width x {p.get('width_factor')} of each hop's duration) "
-                f"correlated above {level} of a random reference ({p.get('n_random')} repetitions, seed {p.get('seed')})")
+        span = ("the hop's transit" if p.get("width_rule") == "duration"
+                else "the hop's whole motion, from the last frame at its start site to the first at its end site")
+        conc = (f"Each hop was a Gaussian event in time whose full width at half maximum is {span} (x {p.get('width_factor')}); "
+                f"two hops were concerted when their events overlap in time and their Pearson correlation exceeds "
+                f"{level} of a random reference ({p.get('n_random')} repetitions, seed {p.get('seed')})")
         if p.get("pair_distance_A"):
             conc += f" and they came within {p['pair_distance_A']} Å of each other"
         s.append(conc + "; connected concerted hops form a group of n events.")
         if "n_null" in p:
-            s.append(f"Whether the groups exceed chance was tested against {p['n_null']} null replicas.")
+            s.append(f"Whether the groups exceed chance was tested against {p['n_null']} null replicas in which each "
+                     "ion's hop train is shifted in time by its own random offset.")
         s.append(
             f"The distribution of n was computed over n = 1..{p.get('n_max')}, larger groups counted apart, and "
             "f(n) = A exp(-b n) fitted over n >= 2. The tracer diffusion coefficient was fitted to the MSD over "
