@@ -482,7 +482,7 @@ def select(
             s = float(sil[j]) if j >= 0 else -1.0
             sils.append(s)
             if j < 0 or s < threshold:
-                picks.append(positions_A[a:b, i, :].mean(axis=0, keepdims=True))
+                picks.append(_window_mean(c, positions_A, i, w, a, b))
                 weights.append(np.array([float(b - a)]))
             else:
                 picks.append(c.centres[m[j]])
@@ -500,6 +500,15 @@ def _separations(c) -> np.ndarray:
     if getattr(c, "_min_sep", None) is None:
         c._min_sep = np.array([_min_separation(mu) for mu in c.centres], float)
     return c._min_sep
+
+
+def _window_mean(c, positions_A: np.ndarray, ion: int, w: int, a: int, b: int) -> np.ndarray:
+    """Mean position (1, 3) of ion ``ion`` over window ``w`` (frames a..b-1), computed once
+    per clustering: the single centre of a window where the ion stays put."""
+    cache = c.__dict__.setdefault("_means", {})
+    if w not in cache:
+        cache[w] = positions_A[a:b, ion, :].mean(axis=0, keepdims=True)
+    return cache[w]
 
 
 def _radii(c) -> np.ndarray:

@@ -90,27 +90,31 @@ class HopAnalysis:
     radius_A: list[np.ndarray]  # per ion, the vibration radius of each centre (Å)
 
 
-def vibration_radii(dist: np.ndarray, near: np.ndarray, centres: np.ndarray, r_vib_A: float, rule: str, quantile: float) -> np.ndarray:
+def cloud_radii(dist: np.ndarray, near: np.ndarray, k: int, quantile: float) -> np.ndarray:
+    """The ``quantile`` (method "lower") of the distances (Å) of the frames nearest to each
+    of k centres of one ion (its thermal cloud); 0 for a centre no frame is nearest to."""
+    out = np.zeros(k)
+    for c in range(k):
+        dc = dist[near == c]
+        if dc.size:
+            j = int(np.floor(quantile * (dc.size - 1)))
+            out[c] = float(np.partition(dc, j)[j])
+    return out
+
+
+def vibration_radii(cloud: np.ndarray, centres: np.ndarray, r_vib_A: float, rule: str) -> np.ndarray:
     """Vibration radius (Å) of each centre of one ion.
 
     ``rule="paper"``: r_vib for every centre. ``rule="cloud"``: the larger of r_vib
-    and the ``quantile`` of the distances of the frames nearest to that centre (its
-    thermal cloud), capped at 45 % of the distance to the nearest other centre so a
-    transit between two centres always has room.
-
-    Parameters
-    ----------
-    dist, near : ndarray (T,)
-        Each frame's distance (Å) to its nearest centre, and that centre's index.
+    and the centre's thermal cloud radius (``cloud``, from :func:`cloud_radii`), capped at
+    45 % of the distance to the nearest other centre so a transit between two centres
+    always has room.
     """
     k = len(centres)
     radius = np.full(k, float(r_vib_A))
     if rule == "paper":
         return radius
-    for c in range(k):
-        dc = dist[near == c]
-        if dc.size:
-            radius[c] = max(radius[c], float(np.quantile(dc, quantile, method="lower")))
+    radius = np.maximum(radius, cloud)
     if k > 1:
         cc = np.sqrt(_sqdist(centres, centres))
         np.fill_diagonal(cc, np.inf)
@@ -119,23 +123,27 @@ def vibration_radii(dist: np.ndarray, near: np.ndarray, centres: np.ndarray, r_v
     return radius
 
 
-def nearest_centres(positions_A: np.ndarray, centres: Centres) -> tuple[np.ndarray, np.ndarray]:
-    """Each frame's nearest centre of each ion and its distance (Å): (T, N) int16 and
-    float32. Depends on the centres only, not on r_vib: a vibration-radius move reuses it."""
+def nearest_centres(positions_A: np.ndarray, centres: Centres, quantile: float = 0.95):
+    """Each frame's nearest centre of each ion, its distance (Å) and each centre's thermal
+    cloud radius: (N, T) int16, (N, T) float32 (ion-major: one ion's frames contiguous) and
+    a list of (K,) arrays. They depend on the centres only, not on r_vib: a
+    vibration-radius move reuses them."""
     n_frames, n_ions, _ = positions_A.shape
-    near = np.empty((n_frames, n_ions), np.int16)
-    dist = np.empty((n_frames, n_ions), np.float32)
+    near = np.empty((n_ions, n_frames), np.int16)
+    dist = np.empty((n_ions, n_frames), np.float32)
+    cloud = []
     for i in range(n_ions):
         d2 = _sqdist(np.ascontiguousarray(positions_A[:, i, :]), centres.centres[i])
         k = np.argmin(d2, axis=1)
-        near[:, i] = k
-        dist[:, i] = np.sqrt(d2[np.arange(n_frames), k])
-    return near, dist
+        near[i] = k
+        dist[i] = np.sqrt(d2[np.arange(n_frames), k])
+        cloud.append(cloud_radii(dist[i], k, len(centres.centres[i]), quantile))
+    return near, dist, cloud
 
 
 def find_hops(
     positions_A: np.ndarray, centres: Centres, r_vib_A: float = 0.5, rule: str = "cloud", quantile: float = 0.95,
-    nearest: tuple[np.ndarray, np.ndarray] | None = None,
+    nearest: tuple | None = None,
 ) -> HopAnalysis:
     """Find hops of every mobile ion.
 
@@ -148,12 +156,12 @@ def find_hops(
     r_vib_A : float
         Vibration radius, Å (METHOD.md: 0.5).
     rule, quantile
-        See :func:`vibration_radii`.
-    nearest : (near, dist), optional
-        :func:`nearest_centres` of these positions and centres, if already known.
+        See :func:`vibration_radii` and :func:`cloud_radii`.
+    nearest : (near, dist, cloud), optional
+        :func:`nearest_centres` of these positions, centres and quantile, if already known.
     """
     n_frames, n_ions, _ = positions_A.shape
-    near_all, dist_all = nearest if nearest is not None else nearest_centres(positions_A, centres)
+    near_all, dist_all, cloud = nearest if nearest is not None else nearest_centres(positions_A, centres, quantile)
     state = np.full((n_frames, n_ions), -1, dtype=np.int16)
     cols = {f.name: [] for f in fields(Hops)}
     ecols = {f.name: [] for f in fields(Hops)}
@@ -161,9 +169,9 @@ def find_hops(
     radii = []
     for i in range(n_ions):
         mu = centres.centres[i]
-        near = near_all[:, i].astype(np.intp)
-        dist = dist_all[:, i].astype(float)
-        radius = vibration_radii(dist, near, mu, r_vib_A, rule, quantile)
+        near = near_all[i].astype(np.intp)
+        dist = dist_all[i].astype(float)
+        radius = vibration_radii(cloud[i], mu, r_vib_A, rule)
         radii.append(radius)
         vib = dist < radius[near]
         state[vib, i] = near[vib]

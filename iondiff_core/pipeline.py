@@ -302,7 +302,8 @@ def hop_stage(prep: Prepared, clustering: centres_mod.Clustering, params: Parame
     """Centres at the silhouette threshold, then hops at r_vib."""
     cen = centres_mod.select(clustering, prep.positions_A, params.silhouette_threshold, 2 * params.r_vib_A)
     flat = np.concatenate([np.asarray(m, float).ravel() for m in cen.centres]) if len(cen.centres) else np.zeros(0)
-    nearest = _NEAREST.get(("nearest", prep.digest, cen.k, flat), lambda: hops_mod.nearest_centres(prep.positions_A, cen))
+    nearest = _NEAREST.get(("nearest", prep.digest, cen.k, flat, params.cloud_quantile),
+                           lambda: hops_mod.nearest_centres(prep.positions_A, cen, params.cloud_quantile))
     return cen, hops_mod.find_hops(prep.positions_A, cen, params.r_vib_A, params.hop_rule, params.cloud_quantile, nearest)
 
 
