@@ -123,40 +123,12 @@ def _partners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.maximum(stop - np.arange(len(lo)) - 1, 0)
 
 
-def _sorted_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (a < b) of intervals sorted by ``lo`` that intersect: b runs from a + 1 to
-    the last interval starting before ``hi[a]``."""
-    count = _partners(lo, hi)
-    a = np.repeat(np.arange(len(lo)), count)
-    b = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + a + 1
-    return a, b
-
-
-def overlapping_pairs(mids: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i < j) whose intervals [mid - reach, mid + reach] intersect. O(pairs)."""
-    lo = mids - reach
-    order = np.argsort(lo, kind="stable")
-    a, b = _sorted_pairs(lo[order], (mids + reach)[order])
-    i, j = order[a], order[b]
-    return np.minimum(i, j), np.maximum(i, j)
-
-
-def pair_correlation(ev: Events, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Pearson C between events i and j (arrays of indices), exact on the frame lattice."""
-    a2, b2 = ev.sigmas[i] ** 2, ev.sigmas[j] ** 2
-    s2 = a2 + b2
-    mi, mj = ev.mids[i], ev.mids[j]
-    d = mi - mj
-    x = np.exp(-0.5 * d * d / s2) * _lattice_sum((mi * b2 + mj * a2) / s2, np.sqrt(a2 * b2 / s2))
-    return (x / ev.n_frames - ev.mean[i] * ev.mean[j]) / (ev.std[i] * ev.std[j])
-
-
 def pearson_matrix(mids: np.ndarray, sigmas: np.ndarray, n_frames: int) -> np.ndarray:
     """Dense Pearson matrix of the events (display and tests; O(events^2) memory)."""
     ev = Events(mids, sigmas, n_frames)
-    c = -np.outer(ev.z, ev.z)
-    i, j = overlapping_pairs(ev.mids, reach_frames(ev.sigmas, n_frames))
-    v = pair_correlation(ev, i, j)
+    c = -np.outer(ev.z, ev.z)  # pairs that do not overlap
+    order, a, b, v = _sorted_correlations(ev)
+    i, j = order[a], order[b]
     c[i, j] = v
     c[j, i] = v
     np.fill_diagonal(c, 1.0)
