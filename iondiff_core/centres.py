@@ -30,6 +30,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -422,24 +423,33 @@ class ProcessPoolMap:
         return out
 
 
-def write_ion_major(positions_A: np.ndarray, path: str | os.PathLike) -> None:
-    """Save positions (T, N, 3) as an ion-major ``.npy`` (N, T, 3), same dtype, so that a
-    block of ions is one contiguous read. Written about 16 MB at a time (no second full
-    copy in memory) under a temporary name, then renamed: readers never see half a file."""
-    t, n = positions_A.shape[:2]
+def write_npy(path: str | os.PathLike, dtype, shape: tuple, fill: Callable[[np.ndarray], None]) -> None:
+    """Write an ``.npy`` of ``shape`` by letting ``fill`` write into it memory-mapped (no
+    copy in memory), under a temporary name then renamed: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=positions_A.dtype, shape=(n, t, 3))
-        step = max(1, (16 << 20) // max(1, t * 3 * positions_A.dtype.itemsize))
-        for a in range(0, n, step):
-            out[a : a + step] = np.moveaxis(positions_A[:, a : a + step], 1, 0)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        fill(out)
         out.flush()
         del out
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_ion_major(positions_A: np.ndarray, path: str | os.PathLike) -> None:
+    """Save positions (T, N, 3) as an ion-major ``.npy`` (N, T, 3), same dtype, so that a
+    block of ions is one contiguous read, written about 16 MB at a time (:func:`write_npy`)."""
+    t, n = positions_A.shape[:2]
+    step = max(1, (16 << 20) // max(1, t * 3 * positions_A.dtype.itemsize))
+
+    def fill(out):
+        for a in range(0, n, step):
+            out[a : a + step] = np.moveaxis(positions_A[:, a : a + step], 1, 0)
+
+    write_npy(path, positions_A.dtype, (n, t, 3), fill)
 
 
 def select(

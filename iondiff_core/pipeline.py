@@ -151,16 +151,8 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, sto
         which = {"digest": digest, "species": species, "remove_drift": params.remove_drift, "dtype": np.dtype(dtype).name}
         path = store.folder / f"{StageCache.key('unwrapped', which)}.npy"
         if not path.exists():
-            tmp = store.folder / f".{path.name}.{os.getpid()}.tmp"
-            try:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(traj.n_frames, len(atoms), 3))
-                unwrap(traj, atoms, remove_drift=params.remove_drift, out=out)
-                out.flush()
-                del out
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            centres_mod.write_npy(path, dtype, (traj.n_frames, len(atoms), 3),
+                                  lambda out: unwrap(traj, atoms, remove_drift=params.remove_drift, out=out))
         pos = np.load(path, mmap_mode="r")
     return Prepared(traj, species, atoms, pos, digest)
 
