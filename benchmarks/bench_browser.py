@@ -25,16 +25,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
+from bench_sliders import write_planted_run  # noqa: E402
 from dashboard import analysis  # noqa: E402
 from dashboard.app_factory import create_app  # noqa: E402
-from iondiff_core.io import write_xdatcar  # noqa: E402
 from iondiff_core.parameters import Parameters  # noqa: E402
-from iondiff_core.synthetic import make_synthetic  # noqa: E402
 
 #: (label, number box, values of the passes, tab, graph on screen)
 MOVES = [
@@ -128,12 +128,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        syn = make_synthetic(n_frames=args.frames, n_mobile=args.ions, grid=5, n_framework=16,
-                             chain_sizes=(1, 2, 3, 4, 2, 1) * max(1, args.frames // 4000), seed=1)
-        sim = tmp / "sim"
-        sim.mkdir()
-        write_xdatcar(syn.trajectory, sim / "XDATCAR")
-        (sim / "INCAR").write_text(f"POTIM = {syn.trajectory.timestep_fs}\nNBLOCK = 1\nTEBEG = 600\n")
+        _, sim = write_planted_run(tmp, args.ions, args.frames)
         app = create_app(tmp / "data", roots=[])
         entry_id = analysis.run_analysis(app.config_object, sim, Parameters())
         print(f"{args.ions} mobile ions x {args.frames} frames: generated and analysed in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -76,6 +76,18 @@ def timed_all_views(cfg, entry_id, sliders) -> float:
     return time.perf_counter() - t0
 
 
+def write_planted_run(folder: Path, ions: int, frames: int):
+    """The benchmark trajectory (planted hops and chains, 16 framework atoms) as an XDATCAR
+    and INCAR in ``folder/sim``: (the Synthetic, the run folder)."""
+    syn = make_synthetic(n_frames=frames, n_mobile=ions, grid=5, n_framework=16,
+                         chain_sizes=(1, 2, 3, 4, 2, 1) * max(1, frames // 4000), seed=1)
+    sim = folder / "sim"
+    sim.mkdir()
+    write_xdatcar(syn.trajectory, sim / "XDATCAR")
+    (sim / "INCAR").write_text(f"POTIM = {syn.trajectory.timestep_fs}\nNBLOCK = 1\nTEBEG = 600\n")
+    return syn, sim
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ions", type=int, default=110)
@@ -84,12 +96,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        syn = make_synthetic(n_frames=args.frames, n_mobile=args.ions, grid=5, n_framework=16,
-                             chain_sizes=(1, 2, 3, 4, 2, 1) * max(1, args.frames // 4000), seed=1)
-        sim = tmp / "sim"
-        sim.mkdir()
-        write_xdatcar(syn.trajectory, sim / "XDATCAR")
-        (sim / "INCAR").write_text(f"POTIM = {syn.trajectory.timestep_fs}\nNBLOCK = 1\nTEBEG = 600\n")
+        syn, sim = write_planted_run(tmp, args.ions, args.frames)
         cfg = Config.from_env(data_dir=tmp / "data", roots=[])
         cfg.ensure_folders()
         print(f"{args.ions} mobile ions x {args.frames} frames, {len(syn.hops)} planted hops", flush=True)
