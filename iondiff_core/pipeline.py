@@ -218,7 +218,7 @@ def clustering_key(prep: Prepared, params: Parameters) -> str:
     then the clustering parameters, the timestep (fs) and the denoising window in frames
     it makes (``denoise_fs`` / timestep), and :data:`CLUSTERING_VERSION`.
     """
-    timestep = prep.trajectory.timestep_fs
+    timestep = float(prep.trajectory.timestep_fs) if prep.trajectory.timestep_fs else None  # 10 and 10.0 alike
     return StageCache.key("clustering", {
         "digest": prep.digest, **params.clustering_key(), "species": prep.species,
         "atoms": hashlib.sha256(np.ascontiguousarray(prep.atoms, dtype=np.int64)).hexdigest(),

@@ -260,3 +260,10 @@ def test_session_results_under_8_threads_compute_the_hop_stage_once_per_setting(
         ref = alone[r_vibs[i % 2]]
         assert np.array_equal(res.hops.mid_frame, ref.hops.mid_frame) and np.array_equal(res.hops.ion, ref.hops.ion)
         assert np.array_equal(res.correlations.sizes, ref.correlations.sizes)
+
+
+def test_a_timestep_given_as_int_or_float_is_one_key(small, tmp_path, count_clusterings):
+    params = Parameters(species="Li")
+    pipeline.Session.open(_copy(small, timestep_fs=10), params, tmp_path)
+    pipeline.Session.open(_copy(small, timestep_fs=10.0), params, tmp_path)
+    assert len(count_clusterings) == 1
