@@ -431,7 +431,7 @@ def cheap_stages(
         lambda: correlations.null_replicas(hops, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A, near),
     )
     conc = correlations.concertedness(corr.sizes, null, params.n_max)
-    cons = consistency.check(prep.positions_A, hops)
+    cons = consistency.check(prep.positions_A, hops, vibration_radii_A=ha.radius_A)
     meta = descriptors.metastable_centres(prep, cen, params.metastable_distance_A, params.reference_structure)
     desc = descriptors.simulation_descriptors(prep, cen, ha, transport_result, params, meta)
     warns = list(traj.warnings) + (transport_result.warnings if transport_result is not None else [])
@@ -451,6 +451,9 @@ def cheap_stages(
         warns.append(f"{conc.message} ({per_frame:.1f} ions in transit per frame on average)")
     if dist.fit_note:
         warns.append(f"pdf of n: {dist.fit_note}")
+    failed = [c["message"] for c in cons.checks() if c["passed"] is False]
+    if failed:
+        warns.append("hops do not add up to the displacements (consistency, METHOD.md section 7): " + "; ".join(failed))
     _report(progress, "hops", 1.0, "done")
     return Result(params, prep, cen, ha, level, corr, mech, dist, conc, cons, transport_result, desc, meta, warns)
 
