@@ -189,8 +189,10 @@ def clustering_stage(
     if map_blocks is not None:
         if cache is None:
             raise ValueError("map_blocks needs a stage cache folder that the block workers share")
+        # The clustering version names the file too: the blocks' results are stored under
+        # keys of their arguments (this path among them), so they follow the code's version.
         which = {"digest": prep.digest, "species": prep.species, "remove_drift": params.remove_drift,
-                 "dtype": prep.positions_A.dtype.name, "shape": list(prep.positions_A.shape)}
+                 "dtype": prep.positions_A.dtype.name, "shape": list(prep.positions_A.shape), "version": CLUSTERING_VERSION}
         pkey = StageCache.key("positions", which)
         positions = cache.folder.resolve() / f"{pkey}.npy"
         if not positions.exists():

@@ -267,3 +267,19 @@ def test_a_timestep_given_as_int_or_float_is_one_key(small, tmp_path, count_clus
     pipeline.Session.open(_copy(small, timestep_fs=10), params, tmp_path)
     pipeline.Session.open(_copy(small, timestep_fs=10.0), params, tmp_path)
     assert len(count_clusterings) == 1
+
+
+def test_ion_blocks_are_keyed_on_the_clustering_version(small, tmp_path, monkeypatch):
+    """Block executors store each block's result under a key of its arguments, which name
+    the positions file: that name follows the code version, so no block of older code is reused."""
+    seen = []
+
+    def serial(fn, blocks, done=None):
+        seen.append(blocks[0][0])
+        return [fn(*b) for b in blocks]
+
+    params = Parameters(species="Li")
+    pipeline.Session.open(_copy(small, timestep_fs=10.0), params, tmp_path, map_blocks=serial)
+    monkeypatch.setattr(pipeline, "CLUSTERING_VERSION", pipeline.CLUSTERING_VERSION + 1)
+    pipeline.Session.open(_copy(small, timestep_fs=10.0), params, tmp_path, map_blocks=serial)
+    assert len(seen) == 2 and seen[0] != seen[1]
