@@ -81,7 +81,7 @@ def test_one_analysis_in_the_app_is_split_over_both_workers(two_workers, tmp_pat
     key = pipeline.clustering_key(prep, params)
     stored = pipeline.StageCache(stack.data / "stages").load(key)
     assert stored is not None
-    same(Clustering.from_arrays(stored), local)
+    same(pipeline.clustering_from_record(stored, prep.atoms), local)
     n_hops = len(pipeline.hop_stage(prep, local, params)[1].hops)
     assert f"{n_hops} hops" in summary
 
