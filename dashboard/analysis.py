@@ -179,14 +179,22 @@ def slider_parameters(entry: Entry, sliders: dict) -> Parameters:
     return base_parameters(entry).replace(**sliders)
 
 
+#: One session rebuilt at a time: concurrent views of an entry not in memory (one callback
+#: per view, each thread) wait for the first to open it instead of each reading the file.
+_OPENING = threading.Lock()
+
+
 def session_for(cfg: Config, entry: Entry) -> Session:
     """The entry's session: from memory, or rebuilt from its file and the stage cache."""
     s = _SESSIONS.get(entry.id)
     if s is None:
-        p = entry.params
-        s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"), p.get("temperature_K"),
-                         allow_truncated=bool(p.get("allow_truncated")))
-        _SESSIONS.put(entry.id, s)
+        with _OPENING:
+            s = _SESSIONS.get(entry.id)
+            if s is None:
+                p = entry.params
+                s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"),
+                                 p.get("temperature_K"), allow_truncated=bool(p.get("allow_truncated")))
+                _SESSIONS.put(entry.id, s)
     return s
 
 

@@ -283,3 +283,39 @@ def test_ion_blocks_are_keyed_on_the_clustering_version(small, tmp_path, monkeyp
     monkeypatch.setattr(pipeline, "CLUSTERING_VERSION", pipeline.CLUSTERING_VERSION + 1)
     pipeline.Session.open(_copy(small, timestep_fs=10.0), params, tmp_path, map_blocks=serial)
     assert len(seen) == 2 and seen[0] != seen[1]
+
+
+def test_dashboard_views_under_8_threads_open_an_evicted_entry_once(small, tmp_path, monkeypatch):
+    """Eight view callbacks at once, four slider settings, on an entry whose session is not
+    in memory: the session is rebuilt once and each setting computed once."""
+    from dashboard import analysis
+    from dashboard.config import Config
+    from dashboard.storage import Library
+    from iondiff_core.io.xdatcar import write_xdatcar
+
+    src = tmp_path / "run" / "XDATCAR"
+    src.parent.mkdir()
+    write_xdatcar(_copy(small, timestep_fs=10.0), src)
+    cfg = Config.from_env(data_dir=tmp_path / "data", roots=[])
+    entry = Library(cfg.library_db).get(analysis.run_analysis(cfg, src, Parameters(species="Li"), timestep_fs=10.0))
+    monkeypatch.setattr(analysis, "_SESSIONS", analysis._SessionCache())
+    monkeypatch.setattr(analysis, "_RESULTS", analysis._ResultCache())
+    opened, computed = [], []
+    real_open, real_result = analysis.Session.open, analysis.Session.result
+
+    def slow_open(*args, **kwargs):
+        opened.append(1)
+        time.sleep(0.05)
+        return real_open(*args, **kwargs)
+
+    def counted_result(self, params=None, progress=None):
+        computed.append(params.r_vib_A)
+        return real_result(self, params, progress)
+
+    monkeypatch.setattr(analysis.Session, "open", slow_open)
+    monkeypatch.setattr(analysis.Session, "result", counted_result)
+    r_vibs = [0.45, 0.5, 0.55, 0.6]
+    got = _hammer(8, lambda i: analysis.result_for(cfg, entry, {"r_vib_A": r_vibs[i % 4]}))
+    assert len(opened) == 1 and sorted(computed) == r_vibs
+    assert [g.params.r_vib_A for g in got] == [r_vibs[i % 4] for i in range(8)]
+    assert all(got[i] is got[i + 4] for i in range(4))
