@@ -508,14 +508,17 @@ def _remove_orphans(cfg, lib: Library, now: float) -> list[str]:
     old = now - ORPHAN_AGE_S
     removed = []
     candidates = []
+    # Only what this app writes there: upload folders, result JSON, stage arrays, and temporary files.
     if cfg.uploads.is_dir():
-        candidates += [(p, "upload") for p in cfg.uploads.iterdir() if p.name not in used["uploads"]]
+        candidates += [(p, "upload") for p in cfg.uploads.iterdir()
+                       if (p.is_dir() and not p.is_symlink() and p.name not in used["uploads"]) or p.name.endswith((".tmp", ".part"))]
     if cfg.results.is_dir():
         results = {os.path.realpath(r) for r in used["results"]}
-        candidates += [(p, "result") for p in cfg.results.iterdir() if os.path.realpath(p) not in results]
+        candidates += [(p, "result") for p in cfg.results.iterdir()
+                       if p.name.endswith((".json", ".tmp")) and os.path.realpath(p) not in results]
     if cfg.stages.is_dir():
-        candidates += [(p, "stage file") for p in cfg.stages.iterdir()
-                       if p.name.endswith(".tmp") or (not used["stages_unknown"] and p.name not in used["stages"])]
+        candidates += [(p, "stage file") for p in cfg.stages.iterdir() if p.name.endswith(".tmp") or (
+            p.name.endswith((".npz", ".npy")) and not used["stages_unknown"] and p.name not in used["stages"])]
     for path, kind in candidates:
         if _newest_mtime(path) < old:
             _remove(path)

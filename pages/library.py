@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 
 import dash_ag_grid as dag
@@ -265,7 +266,15 @@ def _notes(items: list[str]) -> list:
 
 
 def register(app, cfg):
-    maybe_cleanup(cfg)  # at start-up: retention, quota, orphans (throttled: one process of several does it)
+    started = threading.Lock()
+
+    @app.server.before_request
+    def startup_cleanup():
+        """At the web server's first request (not in Celery workers, which import the app too):
+        retention, quota and orphans, in the background (throttled over the processes)."""
+        if started.acquire(blocking=False):
+            threading.Thread(target=maybe_cleanup, args=(cfg,), name="iondiff-cleanup", daemon=True).start()
+
     if not any(r.rule.startswith("/docs/") for r in app.server.url_map.iter_rules()):  # unless the app serves docs already
         @app.server.route("/docs/<path:name>")
         def docs_file(name):

@@ -178,6 +178,22 @@ def test_cleanup_is_throttled_over_processes_and_runs_after_an_analysis(cfg, xda
     assert lib.get(e2.id) is None and len(lib.list()) == 1
 
 
+def test_the_web_server_cleans_up_when_it_starts(tmp_path, monkeypatch):
+    from dashboard.app_factory import create_app
+
+    monkeypatch.setenv("IONDIFF_RETENTION_DAYS", "7")
+    app = create_app(tmp_path / "data", roots=[])
+    cfg = app.config_object
+    lib = Library(cfg.library_db)
+    e = _fake_entry(cfg, lib, "stale")
+    lib.opened(e.id, time.time() - 8 * DAY)
+    assert app.server.test_client().get("/health").status_code == 200
+    deadline = time.monotonic() + 20
+    while lib.get(e.id) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lib.get(e.id) is None and not Path(e.result).exists()
+
+
 def test_storage_limits_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("IONDIFF_RETENTION_DAYS", raising=False)
     monkeypatch.delenv("IONDIFF_MAX_DATA_GB", raising=False)
