@@ -20,7 +20,7 @@ from flask import abort, send_from_directory
 
 from dashboard import csv_safe
 from dashboard.figures import GRAPH_CONFIG, library_stats
-from dashboard.storage import Library, corrupt_copies, maybe_cleanup, recovery_message
+from dashboard.storage import DiskFullError, Library, corrupt_copies, maybe_cleanup, recovery_message
 from iondiff_core import provenance
 
 log = logging.getLogger(__name__)
@@ -129,15 +129,23 @@ def layout(**_):
     from dashboard.app_factory import page_config
 
     cfg = page_config()
+    unreadable = None
     try:
         rows = _rows(Library(cfg.library_db))
     except sqlite3.DatabaseError:  # damaged since this process checked it: check again (moves it aside)
         log.exception("the library could not be read")
-        rows = _rows(Library(cfg.library_db, recheck=True))
+        try:
+            rows = _rows(Library(cfg.library_db, recheck=True))
+        except (sqlite3.DatabaseError, DiskFullError) as exc:
+            rows, unreadable = [], f"The library cannot be read right now ({exc}). Try again in a minute; if it persists, tell the server's administrator."
+    except DiskFullError as exc:
+        rows, unreadable = [], str(exc)
     copies = corrupt_copies(cfg.library_db)
+    alerts = [html.Div(text, id=cid, className="alert-error")
+              for cid, text in (("library-recovered", copies and recovery_message(copies)), ("library-unreadable", unreadable)) if text]
     return html.Div([
         html.Div([
-            *([html.Div(recovery_message(copies), id="library-recovered", className="alert-error")] if copies else []),
+            *alerts,
             html.H3(f"Analysed simulations ({len(rows)})", id="library-title"),
             html.Div(["Click a name, material, temperature or tag twice to edit it (Enter saves). Tick runs for the "
                       "cross-simulation figures (none ticked = every unflagged run) and for their methods paragraph. "
@@ -292,8 +300,11 @@ def register(app, cfg):
         lib = Library(cfg.library_db)
         message = no_update
         if ctx.triggered_id == "library-delete":
-            freed = sum(lib.delete(r["id"]) for r in selected or [])
-            message = html.Div(f"deleted {len(selected or [])} run(s) and {freed / 1e6:.1f} MB of their files", className="ok")
+            try:
+                freed = sum(lib.delete(r["id"]) for r in selected or [])
+                message = html.Div(f"deleted {len(selected or [])} run(s) and {freed / 1e6:.1f} MB of their files", className="ok")
+            except (DiskFullError, sqlite3.DatabaseError) as exc:  # e.g. no space left even to record the deletion
+                message = html.Div(f"not deleted: {exc}", className="alert-error")
         else:
             saved, errors = [], []
             for c in _changes(changed):

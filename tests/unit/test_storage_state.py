@@ -271,6 +271,21 @@ def test_library_page_says_the_library_was_damaged_instead_of_a_blank_page(tmp_p
         assert "was damaged" not in _texts(library_page.layout())
 
 
+def test_library_page_says_when_the_library_cannot_be_read(tmp_path, monkeypatch):
+    from dashboard.app_factory import create_app
+    from pages import library as library_page
+
+    app = create_app(tmp_path / "data", roots=[])
+
+    def locked(self):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(Library, "list", locked)
+    with app.server.test_request_context("/library"):
+        text = _texts(library_page.layout())
+    assert "The library cannot be read right now (database is locked)" in text and "Analysed simulations (0)" in text
+
+
 def _texts(component) -> str:
     """Every string in a Dash component tree."""
     if isinstance(component, str):
@@ -379,3 +394,12 @@ def test_analysis_on_a_full_disk_fails_with_a_message_and_no_half_written_file(c
         analysis.run_analysis(cfg, traj, Parameters(), timestep_fs=10, temperature_K=600)
     leftovers = [p.name for d in (cfg.results, cfg.stages) for p in d.iterdir() if p.suffix in (".tmp", ".json", ".npz")]
     assert leftovers == [] and Library(cfg.library_db).list() == []
+
+
+def test_memory_mapped_stage_file_on_a_full_disk_is_an_error_not_a_crash(cfg, xdatcar, monkeypatch):
+    """A memory map written on a full disk dies of SIGBUS: the space is checked first."""
+    traj = _upload(cfg, xdatcar)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    with pytest.raises(DiskFullError, match="the analysis's cache files could not be saved"):
+        analysis.run_analysis(cfg, traj, Parameters(), timestep_fs=10, temperature_K=600)
+    assert list(cfg.stages.iterdir()) == [] and Library(cfg.library_db).list() == []
