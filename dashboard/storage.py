@@ -23,7 +23,6 @@ import errno
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import tempfile
