@@ -25,8 +25,10 @@ gives an exact O(T K) closed form (:func:`squared_silhouette`).
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,6 +430,9 @@ def write_npy(path: str | os.PathLike, dtype, shape: tuple, fill: Callable[[np.n
     copy in memory), under a temporary name then renamed: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    need = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if shutil.disk_usage(path.parent).free < need:  # a memory map on a full disk is a SIGBUS, not an error
+        raise OSError(errno.ENOSPC, f"No space left on device: {need / 1e9:.2f} GB needed for {path.name}")
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(out)

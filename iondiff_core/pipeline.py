@@ -57,14 +57,16 @@ class StageCache:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.used: set[str] = set()  # names of the files handed out: what an analysis depends on (its library entry lists them)
 
     @staticmethod
     def key(stage: str, parts: dict) -> str:
         blob = json.dumps({"stage": stage, **parts}, sort_keys=True, default=str)
         return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
 
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}.npz"
+    def path(self, key: str, suffix: str = ".npz") -> Path:
+        self.used.add(f"{key}{suffix}")
+        return self.folder / f"{key}{suffix}"
 
     def load(self, key: str) -> dict | None:
         p = self.path(key)
@@ -151,7 +153,7 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, sto
         pos = unwrap(traj, atoms, remove_drift=params.remove_drift, dtype=dtype)
     else:
         which = {"digest": digest, "species": species, "remove_drift": params.remove_drift, "dtype": np.dtype(dtype).name}
-        path = store.folder / f"{StageCache.key('unwrapped', which)}.npy"
+        path = store.path(StageCache.key("unwrapped", which), ".npy")
         if not path.exists():
             centres_mod.write_npy(path, dtype, (traj.n_frames, len(atoms), 3),
                                   lambda out: unwrap(traj, atoms, remove_drift=params.remove_drift, out=out))
@@ -194,7 +196,7 @@ def clustering_stage(
         which = {"digest": prep.digest, "species": prep.species, "remove_drift": params.remove_drift,
                  "dtype": prep.positions_A.dtype.name, "shape": list(prep.positions_A.shape), "version": CLUSTERING_VERSION}
         pkey = StageCache.key("positions", which)
-        positions = cache.folder.resolve() / f"{pkey}.npy"
+        positions = cache.path(pkey, ".npy").resolve()
         if not positions.exists():
             centres_mod.write_ion_major(prep.positions_A, positions)
     timestep = prep.trajectory.timestep_fs
@@ -502,6 +504,7 @@ class Session:
         self.transport = transport_result
         self.params = params
         self._hops = Memo(size=16)  # (centres, hops) by the hop-stage parameters; shared by threads
+        self.stage_files: list[str] = []  # the stage cache's files this session read or wrote
 
     @classmethod
     def open(
@@ -541,7 +544,9 @@ class Session:
             traj.release_positions()
         clustering = clustering_stage(prep, params, cache, progress, n_jobs, map_blocks)
         tr = transport_stage(prep, params, progress)
-        return cls(prep, clustering, tr, params)
+        session = cls(prep, clustering, tr, params)
+        session.stage_files = sorted(cache.used) if cache else []
+        return session
 
     def result(self, params: Parameters | None = None, progress: Progress | None = None) -> Result:
         params = params or self.params
