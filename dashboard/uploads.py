@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Blueprint, has_request_context, jsonify, request, session
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from iondiff_core.errors import InputError
 from iondiff_core.io import find_simulations, locate_trajectory, sniff_species
@@ -238,7 +238,10 @@ def _check_run_files(path: Path, allowed: list[Path], label: str) -> Path:
     path = check_regular(path, allowed, label)
     file = path
     if path.is_dir():
-        file = locate_trajectory(path)  # lists regular files only; a link among them is checked next
+        try:
+            file = locate_trajectory(path)  # lists regular files only; a link among them is checked next
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(path), label)) from None
         check_regular(file, allowed, f"{label}/{file.name}")
     elif not path.is_file():
         raise InputError(f"{label}: not a regular file; refused")
@@ -273,8 +276,7 @@ def resolve_source(cfg, source: dict) -> Path:
         traj = trajectory_of_upload(folder)
         return _check_run_files(traj, [folder], traj.name)
     if kind == "server":
-        path = resolve_server_path(source.get("path", ""), cfg.roots)
-        return _check_run_files(path, cfg.roots, display_path(path, cfg.roots))
+        return resolve_server_path(source.get("path", ""), cfg.roots)
     raise InputError("choose a trajectory first (upload one or pick one on the server)")
 
 
@@ -309,8 +311,8 @@ def make_blueprint(cfg, read_timeout_s: float | None = None) -> Blueprint:
         POSCAR joins an existing one (before or after its trajectory). Answers with what
         the folder holds so far (species, timestep, temperature, name) and the upload's
         reference for this session (``ref``)."""
-        request.max_content_length = None  # this route streams, with its own cap below
         max_bytes = cfg.max_upload_bytes
+        request.max_content_length = max_bytes + 1  # this route streams, with its own cap (not IONDIFF_MAX_REQUEST_MB)
         try:
             why = cross_site_refusal(request)
             if why:
@@ -388,6 +390,9 @@ def _stream_to(path: Path, max_bytes: int, read_timeout_s: float | None = None) 
             while True:
                 try:
                     chunk = request.stream.read(CHUNK)
+                except RequestEntityTooLarge:
+                    raise UploadRefused(f"the file is larger than the {max_bytes // 1024**2} MB this server accepts "
+                                        "(IONDIFF_MAX_UPLOAD_MB)", 413) from None
                 except (TimeoutError, ClientDisconnected) as exc:
                     # werkzeug reports the socket's timeout as a disconnection caused by it
                     if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
@@ -441,7 +446,7 @@ def resolve_server_path(user_path: str, roots: list[Path]) -> Path:
         except (OSError, RuntimeError):
             continue
         if any(real.is_relative_to(root.resolve()) for root in roots):
-            return real
+            return _check_run_files(real, roots, display_path(real, roots))
     raise InputError(f"{text}: not found inside the allowed folders")
 
 

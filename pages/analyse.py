@@ -418,8 +418,7 @@ def register(app, cfg, cache):
     def use_server_file(_, picked, typed, allow_truncated):
         try:
             path = resolve_server_path((typed if ctx.triggered_id == "server-use" else None) or picked or "", cfg.roots)
-            shown = display_path(path, cfg.roots)
-            path = resolve_source(cfg, {"kind": "server", "path": shown})  # every file it will open checked first
+            shown = display_path(path, cfg.roots)  # the page's source holds no server path
             info = inspect_source(path, allow_truncated=bool(allow_truncated))
             read = f"; INCAR: {info['timestep_fs']} fs per frame" if info["timestep_fs"] else "; no timestep found: type it"
             if info.get("damaged"):

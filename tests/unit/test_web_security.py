@@ -219,6 +219,13 @@ def test_upload_too_large_and_disk_full_leave_nothing(app, xdatcar, monkeypatch)
     r = _post(c, tok, xdatcar)
     assert r.status_code == 413 and "IONDIFF_MAX_UPLOAD_MB" in r.get_json()["error"]
     cfg.max_upload_bytes = 1 << 30
+    # The request limit (IONDIFF_MAX_REQUEST_MB) is not the upload's: a file above it is taken.
+    cfg.max_request_bytes = app.server.config["MAX_CONTENT_LENGTH"] = 1000
+    assert xdatcar.stat().st_size > 1000
+    assert _post(c, tok, xdatcar).status_code == 200
+    assert c.post("/_dash-update-component", data=b"{" * 2000, content_type="application/json").status_code == 413
+    for f in cfg.uploads.iterdir():
+        __import__("shutil").rmtree(f)
 
     class Full(io.FileIO):
         def write(self, b):
