@@ -2,12 +2,15 @@
 ``python app.py`` (waitress) survives hostile request bodies, and gunicorn's fresh
 threaded workers serve their first page without Dash's start-up race (plotly/dash#3971)."""
 
+import http.cookiejar
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -59,6 +62,19 @@ def test_python_app_py_survives_huge_chunk_sizes_and_refuses_big_bodies_unread(t
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).read() == b"OK"
         assert not list(data.rglob("*.part")) and not any((data / "uploads").iterdir())
 
+        # An upload above IONDIFF_MAX_REQUEST_MB (20) is the upload's own business: read, then judged.
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        tok = json.load(opener.open(f"http://127.0.0.1:{port}/upload/token", timeout=10))
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/upload?kind=trajectory&name=XDATCAR", data=b"x\n" * (13 * 1024**2),
+                                     headers={tok["header"]: tok["token"]})
+        try:
+            opener.open(req, timeout=60)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400 and "XDATCAR line 2" in json.load(exc)["error"]
+        else:
+            raise AssertionError("junk was accepted")
+
         t = time.time()
         head = raw(port, b"POST /_dash-update-component HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n{" % (500 * 1024**2), read=True)
@@ -106,8 +122,6 @@ def test_fresh_threaded_gunicorn_workers_serve_their_first_page(tmp_path):
     threads, started three times: the first page, its scripts, layout and dependencies
     are asked of every worker while it starts, many at once (queued before it accepts);
     every answer is 200. (Before the warm-up, 1-2 script requests of a burst failed.)"""
-    import urllib.error  # noqa: F401  (used by _get)
-
     assets = _asset_urls()
     assert any("/dash/" in a for a in assets)
     workers, threads = 2, 16
@@ -147,9 +161,6 @@ def test_gunicorn_frees_a_thread_from_a_client_that_stops_sending(tmp_path):
     with process(cmd, _env(data, IONDIFF_READ_TIMEOUT_S="1"), tmp_path / "gunicorn.log"):
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/health")
-        import http.cookiejar
-        import json
-
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         tok = json.load(opener.open(url + "/upload/token", timeout=10))
