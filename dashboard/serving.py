@@ -41,6 +41,7 @@ def make_server(app, host: str, port: int, cfg, threads: int = THREADS):
     server = create_server(
         app.server, host=host, port=port, threads=threads, ident="IonDiff",
         channel_timeout=max(1, int(cfg.read_timeout_s)),
+        cleanup_interval=max(1, min(30, int(cfg.read_timeout_s))),  # how often silent connections are looked for (s)
         max_request_body_size=max(cfg.max_upload_bytes, cfg.max_request_bytes) + 1,
     )
     for s in [server, *getattr(server, "map", {}).values()]:

@@ -50,10 +50,12 @@ def raw(port: int, data: bytes, wait: float = 0.3, read: bool = False) -> bytes:
 def test_python_app_py_survives_huge_chunk_sizes_and_refuses_big_bodies_unread(tmp_path):
     """The README's first command: chunked posts announcing a 1-4 GiB chunk with a few
     bytes (werkzeug's development server died on each, leaving a .part file) leave the
-    server answering; a 500 MB body to a callback is refused from its headers."""
+    server answering; a 500 MB body to a callback is refused from its headers; a client
+    that stops sending is disconnected."""
     port = free_port()
     data = tmp_path / "data"
-    with process([sys.executable, "app.py"], _env(data, IONDIFF_PORT=str(port)), tmp_path / "app.log") as p:
+    with process([sys.executable, "app.py"], _env(data, IONDIFF_PORT=str(port), IONDIFF_READ_TIMEOUT_S="2"),
+                 tmp_path / "app.log") as p:
         wait_http(f"http://127.0.0.1:{port}/health")
         for size in (1 << 30, (1 << 31) + 5, (1 << 32) - 1) * 2:
             raw(port, b"POST /upload?kind=trajectory&name=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -80,6 +82,11 @@ def test_python_app_py_survives_huge_chunk_sizes_and_refuses_big_bodies_unread(t
                          b"Content-Length: %d\r\n\r\n{" % (500 * 1024**2), read=True)
         assert head.startswith(b"HTTP/1.1 413"), head
         assert time.time() - t < 5
+        # A client that stops sending is disconnected after IONDIFF_READ_TIMEOUT_S (2 s here).
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            t = time.time()
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nabc")
+            assert s.recv(100) == b"" and time.time() - t < 15
         assert p.poll() is None
 
 
