@@ -90,11 +90,11 @@ def test_python_app_py_survives_huge_chunk_sizes_and_refuses_big_bodies_unread(t
         assert p.poll() is None
 
 
-def _asset_urls() -> list[str]:
+def _asset_urls(data: Path) -> list[str]:
     """The page's script URLs, from an app in this process (same files, same fingerprints)."""
     from dashboard.app_factory import create_app
 
-    app = create_app(data_dir=Path(os.environ.get("TMPDIR", "/tmp")) / f"iondiff-urls-{os.getpid()}")
+    app = create_app(data_dir=data)
     html = app.server.test_client().get("/").get_data(as_text=True)
     return re.findall(r'src="(/_dash-component-suites/[^"]+)"', html)
 
@@ -129,7 +129,7 @@ def test_fresh_threaded_gunicorn_workers_serve_their_first_page(tmp_path):
     threads, started three times: the first page, its scripts, layout and dependencies
     are asked of every worker while it starts, many at once (queued before it accepts);
     every answer is 200. (Before the warm-up, 1-2 script requests of a burst failed.)"""
-    assets = _asset_urls()
+    assets = _asset_urls(tmp_path / "local")
     assert any("/dash/" in a for a in assets)
     workers, threads = 2, 16
     paths = ["/", "/_dash-layout", "/_dash-dependencies", *assets]
