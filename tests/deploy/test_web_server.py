@@ -16,16 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from .stack import ROOT, _stop, free_port, wait_http
 
 
 def _env(data: Path, **extra) -> dict:
-    env = {**os.environ, "IONDIFF_DATA": str(data), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", **extra}
-    for k in ("IONDIFF_PASSWORD", "REDIS_URL", "IONDIFF_PORT", "IONDIFF_HOST"):
-        env.pop(k, None)
-    return {**env, **extra}
+    """The environment of a server under test: no password, no Redis, the given settings."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("IONDIFF_PASSWORD", "REDIS_URL", "IONDIFF_PORT", "IONDIFF_HOST")}
+    return {**env, "IONDIFF_DATA": str(data), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
 
 @contextmanager
