@@ -329,3 +329,29 @@ def test_first_requests_of_a_fresh_app_can_run_concurrently(tmp_path, monkeypatc
     codes.append(app.server.test_client().get("/_dash-dependencies").status_code)
     first.join()
     assert codes == [200] * len(codes)
+
+
+def test_a_server_pick_reaches_the_browser_without_server_paths(app, roots):
+    """The pick callback's answer (the page's source) holds the path relative to the root."""
+    root, outside = roots
+    c = app.server.test_client()
+    dep = next(d for d in c.get("/_dash-dependencies").get_json()
+               if "source-store" in d["output"] and any(i["id"] == "server-sim" for i in d["inputs"]))
+    outputs = [dict(zip(("id", "property"), o.rsplit(".", 1))) for o in dep["output"].strip(".").split("...")]
+
+    def pick(path):
+        body = {"output": dep["output"], "outputs": outputs, "changedPropIds": ["server-sim.value"],
+                "inputs": [{**dep["inputs"][0], "value": None}, {**dep["inputs"][1], "value": path}],
+                "state": [{**dep["state"][0], "value": None}, {**dep["state"][1], "value": []}]}
+        r = c.post("/_dash-update-component", json=body)
+        assert r.status_code == 200
+        return r.get_data(as_text=True), r.get_json()["response"]["source-store"]["data"]
+
+    text, source = pick("run")
+    assert source["kind"] == "server" and source["path"] == "run" and source["temperature_K"] == 600
+    assert str(root) not in text and str(root.parent) not in text
+    (root / "run" / "INCAR").unlink()
+    (root / "run" / "INCAR").symlink_to(outside / "INCAR")
+    text, source = pick("run")
+    assert source["kind"] == "error" and "outside the allowed folders" in source["error"]
+    assert "secret" not in text and str(outside) not in text  # the linked file was not read
