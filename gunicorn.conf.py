@@ -15,17 +15,41 @@ keepalive = 5  # s an idle kept-alive connection stays open
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
-# The body of a request: read with the socket timeout IONDIFF_READ_TIMEOUT_S that the app
-# sets on every request (dashboard.app_factory.limit_requests), so a client trickling bytes
-# frees its thread; its size: IONDIFF_MAX_REQUEST_MB / IONDIFF_MAX_UPLOAD_MB.
+# Every read of a request (its line, headers and body) times out after IONDIFF_READ_TIMEOUT_S
+# (post_worker_init below and dashboard.app_factory.limit_requests), so a client trickling
+# bytes frees its thread; a body's size: IONDIFF_MAX_REQUEST_MB / IONDIFF_MAX_UPLOAD_MB.
 
 
 def post_worker_init(worker):
-    """Finish Dash's first-request set-up in the worker before it accepts a connection
-    (the start-up race of plotly/dash#3971: see dashboard.app_factory.warm_up). create_app
-    already does it; this checks it again for an app loaded some other way."""
-    from dashboard.app_factory import DASH_EXTENSION, warm_up
+    """Prepare a freshly started worker before it accepts a connection.
 
-    dash_app = getattr(worker.wsgi, "extensions", {}).get(DASH_EXTENSION)
+    * Finish Dash's first-request set-up (the start-up race of plotly/dash#3971: see
+      dashboard.app_factory.warm_up). create_app already does it; this checks it again for
+      an app loaded some other way.
+    * Give gthread's connections a read timeout: gthread waits at most 5 s for a request's
+      first byte without taking a thread, but then reads the request line and headers
+      with no timeout, so a client sending a byte now and then would hold a thread forever.
+    """
+    from dashboard.app_factory import CONFIG_KEY, DASH_EXTENSION, warm_up
+
+    app = worker.wsgi
+    dash_app = getattr(app, "extensions", {}).get(DASH_EXTENSION)
     if dash_app is not None:
         warm_up(dash_app)
+    cfg = getattr(app, "config", {}).get(CONFIG_KEY)
+    if cfg is not None and cfg.read_timeout_s:
+        _time_out_reads(cfg.read_timeout_s)
+
+
+def _time_out_reads(seconds: float) -> None:
+    """Every connection this worker accepts reads with a timeout of ``seconds`` (set after
+    gthread makes the socket blocking for each request; it makes it non-blocking again
+    while the connection waits between requests)."""
+    from gunicorn.workers import gthread
+
+    class TimedConn(gthread.TConn):
+        def init(self):
+            super().init()
+            self.sock.settimeout(seconds)
+
+    gthread.TConn = TimedConn  # this worker process only: ThreadWorker.accept makes its connections from it

@@ -158,7 +158,8 @@ def test_fresh_threaded_gunicorn_workers_serve_their_first_page(tmp_path):
 
 def test_gunicorn_frees_a_thread_from_a_client_that_stops_sending(tmp_path):
     """A client that announces a body and stops sending gets 408 after
-    IONDIFF_READ_TIMEOUT_S, on the upload (no .part file left) and on a callback."""
+    IONDIFF_READ_TIMEOUT_S on the upload (no .part file left); one that stops in the
+    middle of its headers is disconnected."""
     port = free_port()
     data = tmp_path / "data"
     cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "1", "--threads", "2",
@@ -180,4 +181,9 @@ def test_gunicorn_frees_a_thread_from_a_client_that_stops_sending(tmp_path):
         assert b"stalled" in answer
         assert time.time() - t < 20
         assert not list(data.rglob("*.part")) and not any((data / "uploads").iterdir())
+        # A client that stops in the middle of its headers is disconnected too.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            t = time.time()
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            assert s.recv(100) == b"" and time.time() - t < 20
         assert urllib.request.urlopen(url + "/health", timeout=10).status == 200
