@@ -28,12 +28,12 @@ def page_config() -> Config:
 def make_manager(cfg: Config):
     """Celery workers through Redis when REDIS_URL is set; else a disk cache that every
     gunicorn worker shares (never DiskcacheManager() without a cache: it breaks there)."""
-    from dash import CeleryManager, DiskcacheManager
+    from dash import DiskcacheManager
 
     if cfg.redis_url:
-        from dashboard.celery_app import celery_app
+        from dashboard.celery_app import background_manager
 
-        return CeleryManager(celery_app)
+        return background_manager()
     return DiskcacheManager(diskcache.Cache(str(cfg.jobs)))
 
 
