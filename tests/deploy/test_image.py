@@ -104,7 +104,7 @@ def test_image_serves_runs_as_uid_1000_and_analyses_a_shared_run(image, tmp_path
         assert len(inside["hops"]) == len(here["hops"]) > 0
         assert inside["descriptors"] == here["descriptors"]
     finally:
-        sh("podman", "rm", "-f", name, check=False)
+        sh("podman", "rm", "-f", "-v", name, check=False)  # with its anonymous /data volume
 
 
 def compose(project: str, *args, timeout=1200, check=True, env=None) -> subprocess.CompletedProcess:
@@ -127,7 +127,7 @@ def test_compose_stack_runs_an_analysis_on_its_worker(podman):
         wait_http(url + "/health", 120)
         assert status(url + "/") == 200
         # Redis keeps its data on its volume (deploy/redis.conf).
-        aof = compose(project, "exec", "redis", "redis-cli", "config", "get", "appendonly", env=env).stdout
+        aof = compose(project, "exec", "redis", "redis-cli", "--raw", "config", "get", "appendonly", env=env).stdout
         assert "yes" in aof.split()
         # A job through Redis to the worker service, into the library on the shared volume.
         send = ("from dashboard.celery_app import analyse_into_library as a;"
