@@ -29,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 TIME_LIMIT_S = int(os.environ.get("IONDIFF_TASK_TIME_LIMIT_S", 6 * 3600))
@@ -77,6 +77,11 @@ class BoundedAttemptsTask(Task):
 #: How long (s) a worker keeps retrying a write to Redis (a job's progress, its result, its
 #: state) before giving up: a Redis restart or a short outage must not fail a running job.
 REDIS_OUTAGE_S = 600
+#: Retries of one operation on Redis, in a worker (about REDIS_OUTAGE_S) ...
+WORKER_RETRY_POLICY = {"max_retries": REDIS_OUTAGE_S, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+#: ... and elsewhere (the web process, the command line): about 10 s, so that a request
+#: (the Run button) never waits long for Redis.
+RETRY_POLICY = {"max_retries": 10, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 _jobs_log = logging.getLogger("iondiff.jobs")
 
 celery_app = Celery("iondiff", broker=REDIS_URL, backend=REDIS_URL, task_cls=BoundedAttemptsTask)
@@ -95,13 +100,11 @@ celery_app.conf.update(
     broker_connection_max_retries=None,  # a worker waits for Redis as long as it takes, never exits
     worker_cancel_long_running_tasks_on_connection_loss=False,  # a running job finishes, see below
     # Sending a job (the Run button) rides out a Redis restart of a few seconds.
-    task_publish_retry_policy={"max_retries": 10, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
-    # Every write of a job to the result store (its progress, its result; dash's job
-    # wrapper calls backend.set) and of its state is retried while Redis is away.
-    result_backend_transport_options={"retry_policy": {
-        "max_retries": REDIS_OUTAGE_S, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
-    }},
-    result_backend_always_retry=True,
+    task_publish_retry_policy=RETRY_POLICY,
+    # Writes to the result store (a job's progress and result: dash's job wrapper calls
+    # backend.set) are retried while Redis is away: long in a worker (_patient_worker).
+    result_backend_transport_options={"retry_policy": RETRY_POLICY},
+    result_backend_always_retry=True,  # a job's state too (only workers store states)
     result_backend_max_retries=REDIS_OUTAGE_S // 2,
     result_backend_max_sleep_between_retries_ms=2000,
     # Fail fast on a dead connection instead of hanging on it (seconds).
@@ -113,6 +116,16 @@ celery_app.conf.update(
 celery_app.conf.broker_transport_options.update(
     socket_connect_timeout=5, socket_timeout=30, health_check_interval=10, retry_on_timeout=True,
 )
+
+
+@signals.celeryd_init.connect
+def _patient_worker(conf=None, **_):
+    """In a worker (before its pool starts): retry every write to Redis for about
+    REDIS_OUTAGE_S, on the conf and on the result store already made when app.py was
+    imported (dash's job wrapper holds that one; its retry policy is read once)."""
+    conf.result_backend_transport_options = {**conf.result_backend_transport_options, "retry_policy": WORKER_RETRY_POLICY}
+    backend = celery_app.backend
+    backend.__dict__["retry_policy"] = {**backend.retry_policy, **WORKER_RETRY_POLICY}
 
 
 def _redis_down_errors() -> tuple:
