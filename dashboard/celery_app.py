@@ -98,7 +98,7 @@ celery_app.conf.update(
     result_expires=7 * 24 * 3600,
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,  # a worker waits for Redis as long as it takes, never exits
-    worker_cancel_long_running_tasks_on_connection_loss=False,  # a running job finishes, see below
+    worker_cancel_long_running_tasks_on_connection_loss=False,  # a running job finishes (_patient_worker)
     # Sending a job (the Run button) rides out a Redis restart of a few seconds.
     task_publish_retry_policy=RETRY_POLICY,
     # Writes to the result store (a job's progress and result: dash's job wrapper calls
