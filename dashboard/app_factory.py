@@ -7,9 +7,11 @@ reaches ``pages.analyse.layout(entry=<id>)``. A page's layout reads the app's
 
 from __future__ import annotations
 
+import threading
+
 import dash
 import diskcache
-from dash import Dash, dcc, html
+from dash import Dash, DiskcacheManager, dcc, html
 from flask import current_app
 from flask_caching import Cache
 
@@ -25,16 +27,80 @@ def page_config() -> Config:
     return current_app.config[CONFIG_KEY]
 
 
+class DiskcacheJobs(DiskcacheManager):
+    """Dash's disk-cache job manager, whose job processes give their descriptors back.
+
+    Dash starts every background job as a ``multiprocess.Process`` and, when the result
+    is collected, kills and reaps it through psutil; ``multiprocess`` then never sees the
+    child exit (its ``waitpid`` fails), keeps the Process among its children and its two
+    pipe ends open: two descriptors per analysis, until the worker cannot open files.
+    Here a job started by this process is ended and closed through ``multiprocess``
+    itself (its pool children killed first, as Dash does); one started by another
+    worker process is left to Dash.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._processes: dict[int, object] = {}
+        self._plock = threading.Lock()
+
+    def call_job_fn(self, key, job_fn, args, context):
+        from multiprocess import Process
+
+        self._close_finished()
+        process = Process(target=job_fn, args=(key, self._make_progress_key(key), args, context))
+        process.start()
+        with self._plock:
+            self._processes[process.pid] = process
+        return process.pid
+
+    def terminate_job(self, job):
+        if job is None:
+            return
+        with self._plock:
+            process = self._processes.pop(int(job), None)
+        if process is None:
+            return super().terminate_job(job)
+        import psutil
+
+        try:
+            children = psutil.Process(process.pid).children(recursive=True) if process.is_alive() else []
+        except psutil.Error:
+            children = []
+        for child in children:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        if process.is_alive():
+            process.kill()
+        process.join(1)
+        self._close(process)
+
+    def _close(self, process) -> None:
+        if process.exitcode is None:  # not ended within the second: closed on a later call
+            with self._plock:
+                self._processes[process.pid] = process
+        else:
+            process.close()
+
+    def _close_finished(self) -> None:
+        with self._plock:
+            done = [p for p in self._processes.values() if not p.is_alive()]
+            for p in done:
+                del self._processes[p.pid]
+        for p in done:
+            self._close(p)
+
+
 def make_manager(cfg: Config):
     """Celery workers through Redis when REDIS_URL is set; else a disk cache that every
     gunicorn worker shares (never DiskcacheManager() without a cache: it breaks there)."""
-    from dash import DiskcacheManager
-
     if cfg.redis_url:
         from dashboard.celery_app import background_manager
 
         return background_manager()
-    return DiskcacheManager(diskcache.Cache(str(cfg.jobs)))
+    return DiskcacheJobs(diskcache.Cache(str(cfg.jobs)))
 
 
 def create_app(data_dir=None, roots=None) -> Dash:
