@@ -22,6 +22,13 @@ def queued(redis_url: str) -> set[str]:
     return {json.loads(m)["headers"]["id"] for m in redis.Redis.from_url(redis_url).lrange("celery", 0, -1)}
 
 
+def unacked(redis_url: str) -> int:
+    """Jobs delivered to a worker and not acknowledged yet (kombu's Redis transport)."""
+    import redis
+
+    return redis.Redis.from_url(redis_url).hlen("unacked")
+
+
 def test_redis_restart_mid_job_loses_nothing(stack, tmp_path):
     syn = make_synthetic(n_frames=24000, n_mobile=48, grid=5, chain_sizes=(1, 2, 3, 4) * 3, seed=21)
     running = tmp_path / "XDATCAR_LiRestart.gz"
@@ -56,6 +63,9 @@ def test_redis_restart_mid_job_loses_nothing(stack, tmp_path):
         assert text(driver, "#run-error") == "" and "hops" in text(driver, "#view-summary")
         # The worker takes the next jobs, queued before the restart: nothing was lost.
         ids = [job.get(timeout=90) for job in jobs]
+        # Every job was acknowledged: none is left to be delivered again after the
+        # visibility timeout (a second run of a finished job).
+        until(driver, lambda: unacked(stack.env["REDIS_URL"]) == 0, 30)
     finally:
         driver.quit()
         client.close()
