@@ -1,4 +1,5 @@
 # IonDiff dashboard: web (gunicorn) and Celery worker share this image.
+# Built and run by tests/deploy/test_image.py (podman, --format docker).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,12 +17,13 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
+# Everything the app reads at run time (.dockerignore keeps tests, benchmarks, data out).
 COPY iondiff_core/ iondiff_core/
 COPY dashboard/ dashboard/
 COPY pages/ pages/
 COPY assets/ assets/
-COPY app.py .
-COPY docs/METHOD.md docs/
+COPY docs/*.md docs/
+COPY app.py gunicorn.conf.py ./
 
 USER iondiff
 VOLUME ["/data"]
@@ -30,5 +32,5 @@ EXPOSE 8050
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD python -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8050/health', timeout=4).status == 200 else 1)"
 
-# Several workers; threads let slider callbacks overlap while one is busy.
-CMD ["gunicorn", "--workers", "4", "--threads", "4", "--timeout", "300", "--bind", "0.0.0.0:8050", "app:server"]
+# Workers, threads, timeouts: gunicorn.conf.py.
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:server"]

@@ -105,12 +105,10 @@ class DiskcacheJobs(DiskcacheManager):
 def make_manager(cfg: Config):
     """Celery workers through Redis when REDIS_URL is set; else a disk cache that every
     gunicorn worker shares (never DiskcacheManager() without a cache: it breaks there)."""
-    from dash import CeleryManager
-
     if cfg.redis_url:
-        from dashboard.celery_app import celery_app
+        from dashboard.celery_app import background_manager
 
-        return CeleryManager(celery_app)
+        return background_manager()
     return DiskcacheJobs(diskcache.Cache(str(cfg.jobs)))
 
 

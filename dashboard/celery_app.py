@@ -11,6 +11,12 @@ by the next free worker. Each job may start at most ``IONDIFF_MAX_ATTEMPTS`` tim
 every worker down in turn. A job whose whole worker *host* disappears is redelivered when
 Redis' visibility timeout expires (the hard time limit plus 15 minutes), since until then
 it cannot be told from a job that is still running.
+
+Redis restarts: Redis must keep its data on disk (append-only file; docs/DEPLOY.md), so
+that queued jobs and results survive. While it is away, workers keep running their jobs and
+retry every write to it for up to :data:`REDIS_OUTAGE_S` (a job's progress and result are
+written when it is back), then reconnect and take the next job; the web process treats an
+unreachable Redis as "the job is still running" (:func:`background_manager`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 TIME_LIMIT_S = int(os.environ.get("IONDIFF_TASK_TIME_LIMIT_S", 6 * 3600))
@@ -68,6 +74,16 @@ class BoundedAttemptsTask(Task):
             return 1
 
 
+#: How long (s) a worker keeps retrying a write to Redis (a job's progress, its result, its
+#: state) before giving up: a Redis restart or a short outage must not fail a running job.
+REDIS_OUTAGE_S = 600
+#: Retries of one operation on Redis, in a worker (about REDIS_OUTAGE_S) ...
+WORKER_RETRY_POLICY = {"max_retries": REDIS_OUTAGE_S, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+#: ... and elsewhere (the web process, the command line): about 10 s, so that a request
+#: (the Run button) never waits long for Redis.
+RETRY_POLICY = {"max_retries": 10, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+_jobs_log = logging.getLogger("iondiff.jobs")
+
 celery_app = Celery("iondiff", broker=REDIS_URL, backend=REDIS_URL, task_cls=BoundedAttemptsTask)
 celery_app.conf.update(
     worker_prefetch_multiplier=1,  # a long analysis must not hold queued jobs hostage
@@ -81,8 +97,116 @@ celery_app.conf.update(
     broker_transport_options={"visibility_timeout": TIME_LIMIT_S + 900},
     result_expires=7 * 24 * 3600,
     broker_connection_retry_on_startup=True,
-    worker_cancel_long_running_tasks_on_connection_loss=False,  # acks_late redelivers them anyway
+    broker_connection_max_retries=None,  # a worker waits for Redis as long as it takes, never exits
+    worker_cancel_long_running_tasks_on_connection_loss=False,  # a running job finishes (_patient_worker)
+    # Sending a job (the Run button) rides out a Redis restart of a few seconds.
+    task_publish_retry_policy=RETRY_POLICY,
+    # Writes to the result store (a job's progress and result: dash's job wrapper calls
+    # backend.set) are retried while Redis is away: long in a worker (_patient_worker).
+    result_backend_transport_options={"retry_policy": RETRY_POLICY},
+    result_backend_always_retry=True,  # a job's state too (only workers store states)
+    result_backend_max_retries=REDIS_OUTAGE_S // 2,
+    result_backend_max_sleep_between_retries_ms=2000,
+    # Fail fast on a dead connection instead of hanging on it (seconds).
+    redis_socket_connect_timeout=5,
+    redis_socket_timeout=30,
+    redis_retry_on_timeout=True,
+    redis_backend_health_check_interval=10,
 )
+celery_app.conf.broker_transport_options.update(
+    socket_connect_timeout=5, socket_timeout=30, health_check_interval=10, retry_on_timeout=True,
+)
+
+
+@signals.celeryd_init.connect
+def _patient_worker(conf=None, **_):
+    """In a worker (before its pool starts): retry every write to Redis for about
+    REDIS_OUTAGE_S, on the conf and on the result store already made when app.py was
+    imported (dash's job wrapper holds that one; its retry policy is read once)."""
+    conf.result_backend_transport_options = {**conf.result_backend_transport_options, "retry_policy": WORKER_RETRY_POLICY}
+    backend = celery_app.backend
+    backend.__dict__["retry_policy"] = {**backend.retry_policy, **WORKER_RETRY_POLICY}
+
+
+def _redis_down_errors() -> tuple:
+    from kombu.exceptions import OperationalError
+
+    return tuple(celery_app.backend.connection_errors) + (OperationalError, ConnectionError, TimeoutError)
+
+
+def background_manager():
+    """Dash's ``CeleryManager`` for this app, for the web process: a poll of a job while
+    Redis is unreachable (restarting) answers "still running" and leaves everything as it
+    was, instead of raising (the page would report a failure, or stop polling, while the
+    worker finishes the job). Each poll tries Redis once: it never waits for it."""
+    from dash import CeleryManager
+
+    down = _redis_down_errors()
+    running = ("PENDING", "RECEIVED", "STARTED", "RETRY", "PROGRESS")
+
+    def lost(what: str, exc: Exception) -> None:
+        _jobs_log.warning("Redis unreachable while %s (%s: %s): the job counts as still running; reconnecting",
+                          what, type(exc).__name__, exc)
+
+    class ReconnectingCeleryManager(CeleryManager):
+        def get_progress(self, key):
+            try:
+                return super().get_progress(key)
+            except down as exc:
+                lost("reading a job's progress", exc)
+                return None
+
+        def result_ready(self, key):
+            try:
+                return super().result_ready(key)
+            except down as exc:
+                lost("looking for a job's result", exc)
+                return False
+
+        def get_result(self, key, job):
+            try:
+                raw = self.handle.backend.get(key)
+            except down as exc:
+                lost("reading a job's result", exc)
+                return self.UNDEFINED
+            if raw is None:
+                return self.UNDEFINED
+            result = json.loads(raw)
+            try:  # the clean-up of CeleryManager.get_result; the keys expire anyway
+                if self.cache_by is None:
+                    self.clear_cache_entry(key)
+                elif self.expire:
+                    self.handle.backend.expire(key, self.expire)
+                self.clear_cache_entry(self._make_progress_key(key))
+                self.terminate_job(job)
+            except down as exc:
+                lost("clearing a finished job's keys", exc)
+            return result
+
+        def job_running(self, job):
+            if not job:
+                return False
+            try:  # one read, without the backend's retry loop (a poll must not wait)
+                return self.handle.backend._get_task_meta_for(job)["status"] in running
+            except down as exc:
+                lost("reading a job's state", exc)
+                return True
+
+        def get_updated_props(self, key):
+            try:
+                return super().get_updated_props(key)
+            except down as exc:
+                lost("reading a job's page updates", exc)
+                return {}
+
+        def terminate_job(self, job):
+            try:
+                return super().terminate_job(job)
+            except down as exc:
+                lost("stopping a job", exc)
+                return None
+
+    return ReconnectingCeleryManager(celery_app)
 
 
 @celery_app.task(name="iondiff.analyse_simulation")
@@ -117,6 +241,19 @@ BLOCK_IONS = int(os.environ.get("IONDIFF_BLOCK_IONS", 0)) or None
 _blocks_log = logging.getLogger("iondiff.blocks")
 
 
+def _retried(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, an operation on Redis, retried while Redis is unreachable
+    (a restart), for up to about :data:`REDIS_OUTAGE_S` seconds."""
+    from kombu.utils.functional import retry_over_time
+
+    def lost(exc, intervals, retries):
+        _jobs_log.warning("Redis unreachable (%s: %s), retry %d", type(exc).__name__, exc, retries)
+        return next(intervals)
+
+    policy = celery_app.conf.result_backend_transport_options["retry_policy"]
+    return retry_over_time(fn, _redis_down_errors(), args, kwargs, errback=lost, **policy)
+
+
 def _block_function(ref: str):
     """The block function named ``module:name``; only the engine's (a message cannot
     make a worker call anything else)."""
@@ -134,9 +271,9 @@ def _claim(key: str, owner: str) -> bool:
         return True
     name = f"iondiff-claim-{key}"
     for _ in range(3):
-        if client.set(name, owner, nx=True, ex=CLAIM_TTL_S):
+        if _retried(client.set, name, owner, nx=True, ex=CLAIM_TTL_S):
             return True
-        held = client.get(name)
+        held = _retried(client.get, name)
         if held is not None:
             return held.decode() == owner
     return False
@@ -145,7 +282,7 @@ def _claim(key: str, owner: str) -> bool:
 def _holder(key: str) -> str | None:
     """The job id (or ``caller-...``) holding the claim on a block, if any."""
     client = getattr(celery_app.backend, "client", None)
-    held = client.get(f"iondiff-claim-{key}") if client is not None else None
+    held = _retried(client.get, f"iondiff-claim-{key}") if client is not None else None
     return held.decode() if held is not None else None
 
 
@@ -164,7 +301,7 @@ def _compute_block(ref: str, args: list, store, key: str, who: str) -> None:
 def _release(key: str) -> None:
     client = getattr(celery_app.backend, "client", None)
     if client is not None:
-        client.delete(f"iondiff-claim-{key}")
+        _retried(client.delete, f"iondiff-claim-{key}")
 
 
 @celery_app.task(name="iondiff.run_block", bind=True)
@@ -225,7 +362,7 @@ class CeleryBlockMap:
         owner = f"caller-{task.request.id}" if task and task.request.id else f"caller-{uuid.uuid4()}"
         out: list = [None] * len(blocks)
         jobs = {
-            k: run_block.apply_async((ref, args[k], self.store_dir, keys[k]))
+            k: _retried(run_block.apply_async, (ref, args[k], self.store_dir, keys[k]))
             for k in range(len(blocks))
             if not store.path(keys[k]).exists()
         }
@@ -276,7 +413,7 @@ class CeleryBlockMap:
             # Jobs not started yet (their blocks were done here) need not occupy a worker.
             waiting = [job.id for job in jobs.values() if not job.ready()]
             if waiting:
-                celery_app.control.revoke(waiting)
+                _retried(celery_app.control.revoke, waiting)
             jobs.clear()  # unsubscribe from their results now, while Redis is there
         return out
 

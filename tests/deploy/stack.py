@@ -1,5 +1,6 @@
-"""Start a lab stack on loopback with the commands docker-compose.yml runs: redis-server,
-a Celery worker (``celery -A app:celery_app worker``) and ``gunicorn -w 2 app:server``.
+"""Start a lab stack on loopback with the commands docker-compose.yml runs: redis-server
+(with deploy/redis.conf, as deploy/redis.Dockerfile), a Celery worker
+(``celery -A app:celery_app worker``) and ``gunicorn -w 2 app:server``.
 Used by the deployment tests and by ``benchmarks/load_test.py``."""
 
 import os
@@ -40,6 +41,16 @@ class Stack:
     data: Path
     sims: Path
     procs: dict
+    redis_cmd: list
+
+    def restart_redis(self, down_s: float = 2.0) -> None:
+        """Kill redis-server (SIGKILL: no clean shutdown), leave it down ``down_s`` seconds,
+        start it again on the same port and append-only file."""
+        p = self.procs["redis"]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        time.sleep(down_s)
+        self.procs["redis"] = _start_redis(self.redis_cmd)
 
     def worker_children(self, name: str = "worker") -> list[int]:
         import psutil
@@ -78,6 +89,30 @@ def _stop(p: subprocess.Popen) -> None:
                 pass
 
 
+def redis_command(port: int, folder: Path) -> list:
+    """redis-server with the deployment's own settings (deploy/redis.conf: append-only file,
+    so queued jobs survive a restart or a kill), on loopback, its files in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return ["redis-server", str(ROOT / "deploy" / "redis.conf"),
+            "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", str(folder)]
+
+
+def _start_redis(cmd: list) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
+    port = int(cmd[cmd.index("--port") + 1])
+    end = time.time() + 20
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(64).startswith(b"+PONG"):  # -LOADING while the append-only file is read
+                    return p
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"redis-server did not answer on port {port}")
+
+
 @contextmanager
 def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurrency: int = 1, workers: int = 1, **extra_env):
     """Redis, Celery workers (``worker``, ``worker2``, ...) and gunicorn on free loopback
@@ -94,16 +129,14 @@ def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurren
     }
     env.pop("IONDIFF_PASSWORD", None)
     procs = {}
-    procs["redis"] = subprocess.Popen(
-        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, start_new_session=True,
-    )
-    s = Stack(f"http://127.0.0.1:{web_port}", env, data, sims, procs)
+    redis_cmd = redis_command(redis_port, data / "redis")
+    procs["redis"] = _start_redis(redis_cmd)
+    s = Stack(f"http://127.0.0.1:{web_port}", env, data, sims, procs, redis_cmd)
     try:
         for k in range(workers):
             s.start_worker(worker_concurrency, "worker" if k == 0 else f"worker{k + 1}")
         procs["web"] = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(web_workers), "--threads", "2", "--timeout", "120", "-b", f"127.0.0.1:{web_port}", "app:server"],
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(web_workers), "--threads", "2", "--timeout", "120", "-b", f"127.0.0.1:{web_port}", "app:server"],
             cwd=ROOT, env=env, stdout=open(data / "web.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_http(s.url + "/health")

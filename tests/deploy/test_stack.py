@@ -38,7 +38,12 @@ def run_in_browser(driver, url, path, timestep="10"):
     until(driver, lambda: driver.find_element("css selector", "#trajectory-file"), 30)
     driver.find_element("css selector", "#trajectory-file").send_keys(str(path))
     until(driver, lambda: "uploaded" in text(driver, "#upload-status"), 60)
-    driver.find_element("css selector", "#timestep").send_keys(timestep)
+    # The page fills species, timestep and temperature from the file once it has read it:
+    # type the timestep after that, or the page may clear it (a job with no timestep).
+    until(driver, lambda: text(driver, "#species").strip(), 60)
+    box = driver.find_element("css selector", "#timestep")
+    box.send_keys(timestep)
+    until(driver, lambda: box.get_attribute("value") == timestep, 10)
     driver.find_element("css selector", "#run-button").click()
 
 
