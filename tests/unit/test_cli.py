@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from iondiff_core.cli import main, material_of
+from iondiff_core.batch import material_of
+from iondiff_core.cli import main
 from iondiff_core.io import write_xdatcar
 from iondiff_core.synthetic import make_synthetic, match_hops
 
