@@ -101,3 +101,61 @@ def test_celery_batch_is_an_option_of_the_app_command_only():
 
     args = build_parser(extend_batch=_add_celery_flag).parse_args(["batch", "sims", "--out-dir", "out", "--celery"])
     assert args.celery and args.roots == ["sims"]
+
+
+def _names(requirements) -> set[str]:
+    """Distribution names of requirement lines, normalised (PEP 503)."""
+    import re
+
+    out = set()
+    for line in requirements:
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            out.add(re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", line).group()).lower())
+    return out
+
+
+@pytest.mark.slow
+def test_pip_install_gives_the_engine_and_the_iondiff_command(tmp_path):
+    """``pip install .`` into a fresh venv (dependencies from the system site, no download):
+    the ``iondiff`` command analyses a run from a folder outside the checkout; the dashboard
+    is not installed; the ``app`` extra lists what requirements.txt pins."""
+    src = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "data", "build", "*.egg-info", "__pycache__",
+                                                             ".pytest_cache", "screenshots*"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    py, exe = venv / "bin" / "python", venv / "bin" / "iondiff"
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    elsewhere = tmp_path / "elsewhere"
+    run = _planted_run(elsewhere / "LiX_600K")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def call(*args):
+        return subprocess.run([*map(str, args)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+
+    help_ = call(exe, "--help")
+    assert help_.returncode == 0 and "usage: iondiff" in help_.stdout and "analyze" in help_.stdout
+    r = call(exe, "analyze", run.name, "-q", "--jobs", "1", "--out", "r.json")
+    assert r.returncode == 0, r.stderr
+    assert "600 frames, 6 Li ions; 3 hops" in r.stdout
+    import json
+
+    assert json.loads((elsewhere / "r.json").read_text())["input"]["frames"] == 600
+    assert call(py, "-m", "iondiff_core", "--help").stdout == help_.stdout  # the same command
+    where = call(py, "-c", "import iondiff_core, sys; print(iondiff_core.__file__)")
+    assert where.stdout.startswith(str(venv)), where.stdout  # the installed copy, not the checkout
+    for name in ("dashboard", "pages", "app", "tests", "benchmarks"):
+        r = call(py, "-c", f"import {name}")
+        assert r.returncode == 1 and "ModuleNotFoundError" in r.stderr, (name, r.stderr)
+    meta = call(py, "-c", "import importlib.metadata as m; d = m.distribution('iondiff'); "
+                          "print('\\n'.join(d.requires)); print('ENTRY', d.entry_points['iondiff'].value)")
+    lines = meta.stdout.splitlines()
+    assert "ENTRY iondiff_core.cli:main" in lines
+    engine = [x for x in lines if "extra ==" not in x and not x.startswith("ENTRY")]
+    app = [x.split(";")[0] for x in lines if 'extra == "app"' in x]
+    pinned = _names((ROOT / "requirements.txt").read_text().splitlines())
+    assert _names(engine) | _names(app) == pinned and not _names(engine) & _names(app)
+    assert {"dash", "flask", "celery"} <= _names(app) and {"numpy", "scipy", "h5py"} <= _names(engine)
