@@ -30,10 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from iondiff_core.errors import InputError
-from iondiff_core.trajectory import Trajectory
+from iondiff_core.trajectory import MIN_CELL_SHAPE, Trajectory, cell_problem
 
 #: Refuse headers claiming more atoms than this (a corrupt or hostile count line).
 MAX_ATOMS = 10_000_000
+#: Refuse coordinates larger than this in absolute value (fractional: cells; Cartesian: Å):
+#: no trajectory holds them, and float32 or the unwrapping would overflow.
+MAX_ABS_COORD = 1e8
 #: Decompressed bytes parsed per chunk; bounds the reader's working memory.
 CHUNK_BYTES = 4 << 20
 #: Worker threads parsing chunks (pandas releases the GIL); capped by the CPU count.
@@ -271,7 +274,10 @@ def _parse_lattice(lines: list[str], src: str, first_line: int) -> np.ndarray:
     lat = np.array(rows)
     if not np.all(np.isfinite(lat)):
         raise InputError(f"{src} line {first_line}: the cell holds non-finite numbers")
-    if abs(np.linalg.det(lat)) < 1e-12 * max(1.0, np.abs(lat).max() ** 3):
+    unit = lat / max(np.abs(lat).max(), 1e-300)  # the shape, whatever the magnitude (scaled later)
+    with np.errstate(all="ignore"):
+        shape = abs(np.linalg.det(unit)) / np.prod(np.linalg.norm(unit, axis=1))
+    if not shape >= MIN_CELL_SHAPE:
         raise InputError(f"{src} line {first_line}: the cell vectors are linearly dependent (zero volume)")
     return lat
 
@@ -312,6 +318,9 @@ def _parse_header(buf: bytes, src: str, path: Path | None, species: list[str] | 
         raise InputError(f"{src}: not an XDATCAR (the header needs at least 8 lines, found {len(text)})")
     h.lattice = _parse_lattice(text[2:5], src, 3)
     h.cell = _scale_cell(h.scale, h.lattice, src, 2)
+    bad = cell_problem(h.cell)
+    if bad:
+        raise InputError(f"{src} lines 2-5: {bad[1]} (scale {_short(text[1])!r})")
 
     t6 = text[5].split()
     if not t6:
@@ -472,7 +481,7 @@ def _parse_checked(text: bytes, ncols: int, rows: int) -> np.ndarray | None:
         arr = _parse_block(text, ncols)
     except Exception:  # pandas/numpy parse errors: the caller finds and names the line
         return None
-    if arr.shape != (rows, 3) or not np.isfinite(arr).all():
+    if arr.shape != (rows, 3) or not (np.abs(arr) <= MAX_ABS_COORD).all():  # NaN fails too
         return None
     return arr
 
@@ -518,6 +527,10 @@ def _diagnose(src: str, buf: bytes, blocks: list[tuple[int, int, int, int]], nco
                     raise InputError(f"{where}: {tok!r} is not a number (frame {frame}): {_short(line)!r}")
             if not all(np.isfinite(float(t)) for t in toks[:3]):
                 raise InputError(f"{where}: non-finite coordinate in {_short(line)!r} (frame {frame})")
+            if not all(abs(float(t)) <= MAX_ABS_COORD for t in toks[:3]):
+                raise InputError(
+                    f"{where}: coordinate beyond ±{MAX_ABS_COORD:.0e} in {_short(line)!r} (frame {frame}): a corrupt file"
+                )
     first, last = blocks[0], blocks[-1]
     raise InputError(
         f"{src} lines {first[3]}-{last[3] + n_atoms - 1}: could not read the coordinates (frames {first[0]}-{last[0]})"
@@ -861,6 +874,15 @@ def _frame_cells(buf, heads, src, head_ref, n_header) -> tuple[np.ndarray, np.nd
     All the frames' scale and lattice lines are converted in one go; if anything looks
     wrong, the frames are re-read one by one to name the bad line.
     """
+    cells, lat = _frame_cells_unchecked(buf, heads, src, head_ref, n_header)
+    bad = cell_problem(cells)
+    if bad:
+        rline = heads[bad[0]][2]
+        raise InputError(f"{src} lines {rline + 1}-{rline + 4}: {bad[1]}")
+    return cells, lat
+
+
+def _frame_cells_unchecked(buf, heads, src, head_ref, n_header) -> tuple[np.ndarray, np.ndarray]:
     species_line, counts_line = head_ref
     toks, ok = [], True
     for r, mk, _ in heads:
