@@ -46,18 +46,19 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature, type_map=None,
-                allow_truncated: bool = False, mobile_only: bool = True) -> dict:
+                allow_truncated: bool = False, mobile_only: bool = True, limits=None) -> dict:
     """Analyse one simulation and write its JSON; returns its summary row (or an error row).
 
     Parameters are plain (paths as str, ``params`` as :meth:`Parameters.to_dict`), so a
-    process pool or a task queue can carry them. ``temperature`` in K, ``timestep_fs`` in fs.
+    process pool or a task queue can carry them. ``temperature`` in K, ``timestep_fs`` in fs;
+    ``limits``: :class:`iondiff_core.io.ReadLimits` of the read.
     """
     from iondiff_core import pipeline, report
 
     try:
         result = pipeline.analyze(
             path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map,
-            allow_truncated=allow_truncated, mobile_only=mobile_only,
+            allow_truncated=allow_truncated, mobile_only=mobile_only, limits=limits,
         )
         doc = report.with_provenance(result.to_dict(), result)
         write_atomic(Path(out_json), report.dumps(doc))

@@ -100,6 +100,10 @@ def _add_input_flags(p):
     p.add_argument("--cache-dir", help="folder for the stage cache: clustering, and the unwrapped positions memory-mapped (default: none)")
     p.add_argument("--all-atoms", action="store_true",
                    help="read every atom in float64 (default: only the mobile species, in float32: less memory, same results)")
+    p.add_argument("--max-text-mb", type=float,
+                   help="stop reading past this many MB of text after decompression (default: no limit)")
+    p.add_argument("--max-atom-frames", type=int,
+                   help="stop reading past this many atoms x frames (default: no limit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -134,7 +138,7 @@ def _run_analyze(args) -> int:
     t0 = time.perf_counter()
     result = pipeline.analyze(
         args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs, type_map=args.type_map,
-        allow_truncated=args.allow_truncated, mobile_only=not args.all_atoms,
+        allow_truncated=args.allow_truncated, mobile_only=not args.all_atoms, limits=read_limits(args),
     )
     doc = report.with_provenance(result.to_dict(), result)
     doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
@@ -179,6 +183,18 @@ def _print_summary(doc: dict) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
+def read_limits(args):
+    """The :class:`~iondiff_core.io.ReadLimits` of ``--max-text-mb`` and ``--max-atom-frames`` (None: no cap)."""
+    from iondiff_core.io.limits import ReadLimits
+
+    mb, af = getattr(args, "max_text_mb", None), getattr(args, "max_atom_frames", None)
+    if mb is None and af is None:
+        return None
+    if mb is not None and not (0 < mb < 1e12):
+        raise InputError(f"--max-text-mb must be a positive number of MB, got {mb}")
+    return ReadLimits(None if mb is None else max(1, int(mb * 1e6)), af)
+
+
 # --------------------------------------------------------------------------- batch
 def local_batch(jobs: list[tuple[str, str, str]], args, params: dict, progress) -> list[dict]:
     """The default batch executor: :func:`iondiff_core.batch.analyse_one` in ``--jobs`` local processes.
@@ -191,7 +207,7 @@ def local_batch(jobs: list[tuple[str, str, str]], args, params: dict, progress) 
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futs = {
             pool.submit(analyse_one, p, o, params, args.cache_dir, args.timestep_fs, args.temperature, args.type_map,
-                        args.allow_truncated, not args.all_atoms): n
+                        args.allow_truncated, not args.all_atoms, read_limits(args)): n
             for n, p, o in jobs
         }
         for k, fut in enumerate(as_completed(futs), 1):

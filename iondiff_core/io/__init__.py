@@ -32,6 +32,7 @@ from iondiff_core.io.extxyz import read_extxyz, sniff_extxyz
 from iondiff_core.io.frames import FrameSink, choose_kept, parse_type_map
 from iondiff_core.io.h5md import read_h5md, sniff_h5md
 from iondiff_core.io.incar import read_incar
+from iondiff_core.io.limits import ReadLimits, applied, check_regular
 from iondiff_core.io.lammps import read_lammps_dump, sniff_lammps
 from iondiff_core.io.vasprun import read_vasprun, sniff_vasprun
 from iondiff_core.io.xdatcar import (
@@ -44,6 +45,7 @@ from iondiff_core.io.xdatcar import (
 from iondiff_core.trajectory import Trajectory
 
 __all__ = [
+    "ReadLimits",
     "find_simulations",
     "locate_trajectory",
     "open_decompressed",
@@ -206,6 +208,7 @@ def read_trajectory(
     mobile: str | None = None,
     dtype=np.float64,
     allow_truncated: bool = False,
+    limits: ReadLimits | None = None,
 ) -> Trajectory:
     """Read an MD trajectory.
 
@@ -236,6 +239,12 @@ def read_trajectory(
         Cu, F, Cl, Br, I, O, H in the file).
     dtype : numpy dtype
         Storage type of the positions; ``np.float32`` halves the memory.
+    allow_truncated : bool
+        Analyse the complete frames of a compressed file that ends early.
+    limits : ReadLimits, optional
+        Caps on the decompressed text and on atoms x frames: the read stops with an
+        InputError as soon as one is passed (a plain file over ``max_text_bytes`` is
+        refused before reading).
 
     Returns
     -------
@@ -249,8 +258,17 @@ def read_trajectory(
         For a missing path, an unreadable or malformed file (message with the line), and
         for a compressed stream that ends early (a damaged file) unless ``allow_truncated``,
         which keeps its complete frames and says so in the warnings. (A plain text file
-        cut inside its last frame keeps its complete frames with a warning.)
+        cut inside its last frame keeps its complete frames with a warning.) For a
+        path that is not a regular file or folder (a FIFO, a device, a socket), and when
+        a limit is passed.
     """
+    with applied(limits):
+        return _read_trajectory(path, timestep_fs, temperature_K, format, species, type_map, keep, mobile, dtype,
+                                allow_truncated)
+
+
+def _read_trajectory(path, timestep_fs, temperature_K, format, species, type_map, keep, mobile, dtype,
+                     allow_truncated) -> Trajectory:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
@@ -261,6 +279,7 @@ def read_trajectory(
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise InputError(f"dtype must be float32 or float64, got {dtype}")
     file = locate_trajectory(path) if path.is_dir() else path
+    check_regular(file)
     fmt = (format or "").lower() or None
     if fmt is None:
         fmt = _guess_format(file)
@@ -325,6 +344,7 @@ def sniff_species(
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     file = locate_trajectory(path) if path.is_dir() else path
+    check_regular(file)
     fmt = (format or "").lower() or None
     if fmt is None:
         fmt = _guess_format(file)

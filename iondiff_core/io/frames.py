@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from iondiff_core.errors import InputError
+from iondiff_core.io.limits import check_atom_frames
 from iondiff_core.trajectory import MOBILE_PREFERENCE, Trajectory, cell_problem
 
 #: Decompressed bytes handled per chunk; bounds the readers' working memory.
@@ -154,6 +155,7 @@ class FrameSink:
             return
         cells = np.broadcast_to(np.asarray(cells, dtype=float), (n, 3, 3))
         a, b = self.T, self.T + n
+        check_atom_frames(self.src, self.n_file, b)
         self._grow(b)
         self.positions[a:b] = frac if self.sel is None else frac[:, self.sel]
         if self.cell0 is None:

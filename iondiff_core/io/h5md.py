@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from iondiff_core.errors import InputError
+from iondiff_core.io.limits import check_atom_frames, check_regular
 from iondiff_core.io.frames import FrameSink, map_types, parse_type_map
 
 _BLOCK_BYTES = 32 << 20  # raw positions read per block
@@ -85,6 +86,7 @@ def _species_of(g, n: int, tmap, src: str) -> list[str]:
 def sniff_h5md(path: str | Path, type_map=None, group: str | None = None) -> dict:
     h5py = _h5py()
     src = str(path)
+    check_regular(path)
     try:
         with h5py.File(path, "r") as f:
             g, _ = _group(f, src, group)
@@ -132,6 +134,7 @@ def read_h5md(
     src = str(path)
     warnings: list[str] = []
     tmap = parse_type_map(type_map)
+    check_regular(path)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -145,6 +148,7 @@ def read_h5md(
         T, N = ds.shape[0], ds.shape[1]
         if T == 0:
             raise InputError(f"{src}: no frame")
+        check_atom_frames(src, N, T)
         scale = _unit(ds, _LENGTH, "angstrom", "length", src, warnings)
         species = _species_of(g, N, tmap, src)
         cells, timed = _boxes(g, T, scale, src)

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from iondiff_core.errors import InputError
+from iondiff_core.io.limits import active as active_limits
+from iondiff_core.io.limits import check_atom_frames, check_text_bytes, open_regular
 from iondiff_core.trajectory import MIN_CELL_SHAPE, Trajectory, cell_problem
 
 #: Refuse headers claiming more atoms than this (a corrupt or hostile count line).
@@ -57,11 +59,11 @@ _WS = b" \t\r\n\x0b\x0c"
 # --------------------------------------------------------------------------- files
 def compression_of(path: str | Path) -> str | None:
     """Compression of a file from its magic bytes: ``'gzip'``, ``'xz'``, ``'bz2'`` or None."""
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path) as f:
+        try:
             head = f.read(10)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
+        except OSError as e:
+            raise InputError(f"{path}: read error ({e.strerror or e})") from None
     for magic, kind in _MAGIC:
         if head.startswith(magic):
             return kind
@@ -83,17 +85,26 @@ class DecompressedStream(io.RawIOBase):
     data that could be decompressed and sets :attr:`truncated` instead of raising, so
     the reader can drop the incomplete last frame with a warning. Concatenated members
     (pigz, pbzip2, multi-stream xz) are followed. Corrupt data raises InputError.
+
+    Only regular files are opened (see :func:`~iondiff_core.io.limits.open_regular`), and
+    the text is counted against the active ``max_text_bytes``
+    (:class:`~iondiff_core.io.limits.ReadLimits`): a plain file over it is refused before
+    reading, a compressed one as soon as its decompressed text passes it.
     """
 
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = str(path)
-        self.kind = compression_of(path)
-        self.truncated = False
+        self._f = open_regular(path)
         try:
-            self._f = open(path, "rb")
-        except OSError as e:
-            raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
+            self.kind = compression_of(path)
+            if self.kind is None:
+                check_text_bytes(self.path, os.fstat(self._f.fileno()).st_size)
+        except BaseException:
+            self._f.close()
+            raise
+        self.truncated = False
+        self.text_bytes = 0  # decompressed bytes produced so far
         self._dec = self._new_decoder()
         self._pending = b""
         self._eof = False
@@ -136,9 +147,10 @@ class DecompressedStream(io.RawIOBase):
             return b""
         if self._dec is None:
             try:
-                return self._f.read(max(size, 1))
+                out = self._f.read(max(size, 1))
             except OSError as e:
                 raise InputError(f"{self.path}: read error ({e.strerror or e})") from None
+            return self._count(out)
         size = max(size // 4, 65536)  # compressed bytes to read: text compresses about 4x
         while True:
             raw = self._f.read(size)
@@ -152,7 +164,12 @@ class DecompressedStream(io.RawIOBase):
             except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as e:
                 raise InputError(f"{self.path}: corrupt {self.kind} data ({e})") from None
             if out:
-                return out
+                return self._count(out)
+
+    def _count(self, out: bytes) -> bytes:
+        self.text_bytes += len(out)
+        check_text_bytes(self.path, self.text_bytes)
+        return out
 
     def _decompress(self, raw: bytes) -> bytes:
         out = self._dec.decompress(raw)
@@ -699,6 +716,9 @@ def _read_stream(stream, src, path, species, chunk_bytes, keep="all", mobile=Non
 
     per_frame = len(body.buf) / max(body.buf.count(b"\n"), 1) * L
     body.chunk = auto_chunk(path, stream, per_frame, sink.positions.shape[1], sink.dtype.itemsize, body.chunk)
+    cap = getattr(active_limits(), "max_atom_frames", None)
+    if cap is not None:  # chunks no larger than the frames allowed: the read stops near the cap
+        body.chunk = int(min(body.chunk, max(per_frame * (cap // N + 2), 1 << 16)))
     T_sub = 0  # frames submitted for parsing
     last_frame_note = None
 
@@ -781,6 +801,7 @@ def _read_stream(stream, src, path, species, chunk_bytes, keep="all", mobile=Non
                 for fno, a, b, line in spans:
                     blocks.append((fno, off, off + (b - a), line))
                     off += b - a
+                check_atom_frames(src, N, T_sub + len(blocks))  # before parsing what is past the limit
                 while len(pending) >= n_workers:
                     store(pending.popleft())
                 frame_cells = _frame_cells(buf, heads, src, head_ref, hdr.n_header) if variable else None
