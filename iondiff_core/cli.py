@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -130,9 +131,59 @@ def build_parser(prog: str = "iondiff", extend_batch=None) -> argparse.ArgumentP
     return parser
 
 
+def writable_file(path: str, flag: str) -> Path:
+    """Check, before any work, that ``path`` can be written (an existing folder, writable,
+    ``path`` not itself a folder or a device): an hour of analysis must not end on a bad ``--out``."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{flag} {path}: is a folder; give a file name")
+    if p.exists() and not p.is_file():  # the atomic write would replace a device or FIFO by a file
+        raise InputError(f"{flag} {path}: is not a regular file; give a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        raise InputError(f"{flag} {path}: the folder {parent} does not exist")
+    _probe(parent, f"{flag} {path}")
+    return p
+
+
+def writable_folder(path: str, flag: str) -> Path:
+    """Create ``path`` if needed and check that files can be written in it."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+    _probe(p, f"{flag} {path}")
+    return p
+
+
+def _probe(folder: Path, what: str) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".iondiff-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(f"{what}: cannot write in {folder} ({e.strerror or e})") from None
+
+
+def _check_input_flags(args) -> None:
+    """Refuse implausible explicit values at once (not per simulation, after reading)."""
+    from iondiff_core.io import plausible_temperature_K, plausible_timestep_fs
+
+    if args.timestep_fs is not None:
+        plausible_timestep_fs(args.timestep_fs)
+    if args.temperature is not None:
+        plausible_temperature_K(args.temperature)
+    read_limits(args)
+
+
 def _run_analyze(args) -> int:
     from iondiff_core import pipeline, report
 
+    _check_input_flags(args)
+    for value, flag in ((args.out, "--out"), (args.hops_csv, "--hops-csv")):
+        if value:
+            writable_file(value, flag)
     params = parameters_from_args(args).replace(species=args.species)
     progress = TerminalProgress(quiet=args.quiet)
     t0 = time.perf_counter()
@@ -221,9 +272,9 @@ def _run_batch(args, executor=local_batch) -> int:
     from iondiff_core import batch
     from iondiff_core.io import find_simulations
 
+    _check_input_flags(args)
     params = parameters_from_args(args).replace(species=args.species)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(args.out_dir, "--out-dir")
     jobs = []
     for root in map(Path, args.roots):
         if not root.exists():

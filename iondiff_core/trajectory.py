@@ -10,6 +10,10 @@ from iondiff_core.errors import InputError
 
 #: Default preference order for the mobile species (METHOD.md section 0).
 MOBILE_PREFERENCE = ("Li", "Na", "K", "Ag", "Cu", "F", "Cl", "Br", "I", "O", "H")
+#: Plausible temperatures, K (exclusive bounds): outside, a value is a typo or corrupt.
+TEMPERATURE_RANGE_K = (0.0, 1e5)
+#: Plausible times between stored frames, fs (inclusive bounds).
+TIMESTEP_RANGE_FS = (0.01, 1e5)
 #: Plausible length of a cell vector, Å: outside it a header is corrupt (or hostile), and
 #: the arithmetic downstream would overflow or divide by zero.
 CELL_EDGE_RANGE_A = (0.5, 1e5)

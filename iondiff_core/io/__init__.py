@@ -42,13 +42,15 @@ from iondiff_core.io.xdatcar import (
     strip_compression_suffix,
     write_xdatcar,
 )
-from iondiff_core.trajectory import Trajectory
+from iondiff_core.trajectory import TEMPERATURE_RANGE_K, TIMESTEP_RANGE_FS, Trajectory
 
 __all__ = [
     "ReadLimits",
     "find_simulations",
     "locate_trajectory",
     "open_decompressed",
+    "plausible_temperature_K",
+    "plausible_timestep_fs",
     "read_ase",
     "read_ase_traj",
     "read_extxyz",
@@ -132,14 +134,41 @@ def locate_trajectory(folder: str | Path) -> Path:
     )
 
 
-def _positive(value, name: str, unit: str) -> float:
+def _plausible(value, name: str, unit: str, bounds: tuple[float, float], exclusive: bool) -> float:
+    """An explicit timestep or temperature as a float, refused outside its plausible range."""
     try:
         x = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number in {unit}, got {value!r}") from None
-    if not math.isfinite(x) or x <= 0:
-        raise InputError(f"{name} must be a positive number in {unit}, got {value!r}")
+    lo, hi = bounds
+    ok = math.isfinite(x) and ((lo < x < hi) if exclusive else (lo <= x <= hi))
+    if not ok:
+        raise InputError(f"{name} must be between {lo:g} and {hi:g} {unit}, got {value!r}")
     return x
+
+
+def plausible_timestep_fs(value) -> float:
+    """An explicit time between frames (fs) as a float; InputError outside 0.01-1e5 fs."""
+    return _plausible(value, "timestep_fs", "fs", TIMESTEP_RANGE_FS, exclusive=False)
+
+
+def plausible_temperature_K(value) -> float:
+    """An explicit temperature (K) as a float; InputError outside (0, 1e5) K."""
+    return _plausible(value, "temperature_K", "K", TEMPERATURE_RANGE_K, exclusive=True)
+
+
+def _file_value_checked(traj: Trajectory, attr: str, what: str, unit: str, bounds, exclusive: bool) -> None:
+    """A timestep or temperature the file itself stores: dropped with a warning when implausible."""
+    x = getattr(traj, attr)
+    if x is None:
+        return
+    lo, hi = bounds
+    if not (math.isfinite(x) and ((lo < x < hi) if exclusive else (lo <= x <= hi))):
+        traj.warnings.append(
+            f"{Path(traj.source).name} stores a {what} of {x:.3g} {unit}, not plausible ({lo:g} to {hi:g} {unit}); "
+            f"ignored: give {attr}"
+        )
+        setattr(traj, attr, None)
 
 
 def _guess_format(file: Path) -> str | None:
@@ -273,9 +302,9 @@ def _read_trajectory(path, timestep_fs, temperature_K, format, species, type_map
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if timestep_fs is not None:
-        timestep_fs = _positive(timestep_fs, "timestep_fs", "fs")
+        timestep_fs = plausible_timestep_fs(timestep_fs)
     if temperature_K is not None:
-        temperature_K = _positive(temperature_K, "temperature_K", "K")
+        temperature_K = plausible_temperature_K(temperature_K)
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise InputError(f"dtype must be float32 or float64, got {dtype}")
     file = locate_trajectory(path) if path.is_dir() else path
@@ -302,6 +331,10 @@ def _read_trajectory(path, timestep_fs, temperature_K, format, species, type_map
     if damaged:
         traj.warnings.append(f"DAMAGED FILE: {damaged[0]}; only the complete frames were analysed")
 
+    if timestep_fs is None:
+        _file_value_checked(traj, "timestep_fs", "time between frames", "fs", TIMESTEP_RANGE_FS, exclusive=False)
+    if temperature_K is None:
+        _file_value_checked(traj, "temperature_K", "temperature", "K", TEMPERATURE_RANGE_K, exclusive=True)
     # The INCAR beside the file gives what the trajectory itself does not store.
     need_time = timestep_fs is None and traj.timestep_fs is None
     need_temp = temperature_K is None and traj.temperature_K is None
