@@ -106,6 +106,8 @@ class DecompressedStream(io.RawIOBase):
         self.truncated = False
         self.text_bytes = 0  # decompressed bytes produced so far
         self._dec = self._new_decoder()
+        self._tail = b""  # compressed bytes read but not yet decompressed
+        self._trailing_garbage = False
         self._pending = b""
         self._eof = False
 
@@ -129,10 +131,16 @@ class DecompressedStream(io.RawIOBase):
             while chunk := self._next_chunk(_RAW_READ):
                 parts.append(chunk)
             return b"".join(parts)
-        if not self._pending:
-            self._pending = self._next_chunk(size)
-        out, self._pending = self._pending[:size], self._pending[size:]
-        return out
+        parts, have = [], 0
+        while have < size:  # whole reads, like a plain file: pieces are bounded, not the request
+            if not self._pending:
+                self._pending = self._next_chunk(size - have)
+                if not self._pending:
+                    break
+            take, self._pending = self._pending[: size - have], self._pending[size - have :]
+            parts.append(take)
+            have += len(take)
+        return b"".join(parts)
 
     readall = read
 
@@ -142,7 +150,9 @@ class DecompressedStream(io.RawIOBase):
         return len(data)
 
     def _next_chunk(self, size: int) -> bytes:
-        """The next piece of the decompressed data (any length), b'' at the end."""
+        """The next piece of the decompressed data, at most ``max(size, 64 KiB)`` bytes
+        (so a small input that inflates a thousandfold never lands in memory at once);
+        b'' at the end."""
         if self._eof:
             return b""
         if self._dec is None:
@@ -151,35 +161,59 @@ class DecompressedStream(io.RawIOBase):
             except OSError as e:
                 raise InputError(f"{self.path}: read error ({e.strerror or e})") from None
             return self._count(out)
-        size = max(size // 4, 65536)  # compressed bytes to read: text compresses about 4x
+        limit = max(size, 65536)
         while True:
-            raw = self._f.read(size)
-            if not raw:
-                self._eof = True
-                if not getattr(self._dec, "eof", True):
-                    self.truncated = True
-                return b""
             try:
-                out = self._decompress(raw)
+                out = self._step(limit)
             except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as e:
                 raise InputError(f"{self.path}: corrupt {self.kind} data ({e})") from None
             if out:
                 return self._count(out)
+            if self._trailing_garbage:
+                self._eof = True
+                return b""
+            if out is None:  # the decoder needs more compressed bytes
+                try:
+                    raw = self._f.read(max(limit // 4, 65536))  # text compresses about 4x
+                except OSError as e:
+                    raise InputError(f"{self.path}: read error ({e.strerror or e})") from None
+                if not raw:
+                    self._eof = True
+                    if not self._dec.eof:
+                        self.truncated = True
+                    return b""
+                self._tail += raw
 
     def _count(self, out: bytes) -> bytes:
         self.text_bytes += len(out)
         check_text_bytes(self.path, self.text_bytes)
         return out
 
-    def _decompress(self, raw: bytes) -> bytes:
-        out = self._dec.decompress(raw)
-        # A finished member followed by more data: a concatenated stream.
-        while self._dec.eof and self._dec.unused_data:
-            rest = self._dec.unused_data
+    def _step(self, limit: int) -> bytes | None:
+        """Up to ``limit`` decompressed bytes from the compressed bytes held; None when the
+        decoder needs more. A finished member followed by more data is a concatenated
+        stream (pigz, pbzip2, multi-stream xz): a new decoder takes over."""
+        dec = self._dec
+        if dec.eof:
+            rest = dec.unused_data + self._tail
+            self._tail = b""
+            if not rest:
+                return None  # between members: more input may start another one
             if self.kind == "gzip" and not rest.startswith(b"\x1f\x8b"):
-                break  # trailing garbage after a gzip member is ignored, as gzip does
-            self._dec = self._new_decoder()
-            out += self._dec.decompress(rest)
+                self._trailing_garbage = True  # ignored, as gzip does
+                return b""
+            self._dec = dec = self._new_decoder()
+            self._tail = rest
+        if self.kind == "gzip":
+            if not self._tail:
+                return None
+            out = dec.decompress(self._tail, limit)
+            self._tail = dec.unconsumed_tail  # what max_length left unread
+            return out
+        if not self._tail and dec.needs_input:
+            return None
+        out = dec.decompress(self._tail, limit)  # lzma/bz2 keep what max_length left inside
+        self._tail = b""
         return out
 
     def close(self) -> None:

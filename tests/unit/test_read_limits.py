@@ -169,3 +169,30 @@ def test_gzip_reader_counts_only_regular_files(tmp_path):
     ok.write_bytes(gzip.compress(b"x" * 1000))
     with xdatcar_mod.open_decompressed(ok) as f:
         assert f.read() == b"x" * 1000 and f.text_bytes == 1000
+
+
+@pytest.mark.parametrize("compress, suffix", [(lambda b: gzip.compress(b, 9), ".gz"),
+                                              (lambda b: __import__("bz2").compress(b, 9), ".bz2"),
+                                              (lambda b: __import__("lzma").compress(b), ".xz")])
+def test_a_small_file_that_inflates_a_thousandfold_is_read_in_bounded_pieces(tmp_path, compress, suffix, monkeypatch):
+    """A 20 MB run of one byte compresses to kilobytes: each decompressed piece stays
+    at the size asked for (the memory of one read), never the whole inflated block."""
+    text = b" " * (20 << 20)
+    path = tmp_path / ("bomb" + suffix)
+    path.write_bytes(compress(text))
+    assert path.stat().st_size < 200_000
+    pieces = []
+    count = xdatcar_mod.DecompressedStream._count
+
+    def record(self, out):
+        pieces.append(len(out))
+        return count(self, out)
+
+    monkeypatch.setattr(xdatcar_mod.DecompressedStream, "_count", record)
+    with xdatcar_mod.open_decompressed(path) as f:
+        assert len(f.read(1000)) == 1000 and max(pieces) <= 65536
+        total = 1000 + sum(len(b) for b in iter(lambda: f.read(1 << 20), b""))
+    assert total == len(text) and max(pieces) <= 1 << 20 and not f.truncated
+    pieces.clear()
+    with xdatcar_mod.open_decompressed(path) as f:
+        assert len(f.read()) == len(text) and max(pieces) <= 1 << 20
