@@ -17,6 +17,7 @@ import numpy as np
 
 from iondiff_core.errors import InputError
 from iondiff_core.io.limits import check_atom_frames, check_regular
+from iondiff_core.trajectory import cell_problem
 from iondiff_core.io.frames import FrameSink, map_types, parse_type_map
 
 _BLOCK_BYTES = 32 << 20  # raw positions read per block
@@ -115,8 +116,9 @@ def _boxes(g, T: int, scale: float, src: str) -> tuple[np.ndarray, bool]:
         cells = (data if data.ndim == 2 else np.diag(data))[None]
     if cells.shape[1:] != (3, 3):
         raise InputError(f"{src}: box/edges has shape {data.shape}; expected 3 lengths or a 3x3 matrix")
-    if np.any(np.abs(np.linalg.det(cells)) < 1e-9):
-        raise InputError(f"{src}: a box has zero volume")
+    bad = cell_problem(cells)
+    if bad:
+        raise InputError(f"{src}: box/edges of frame {bad[0] + 1}: {bad[1]}")
     return cells, timed
 
 

@@ -87,3 +87,32 @@ def test_malformed_header_exits_2_naming_file_and_line(case, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith(f"error: {path} ")
     assert expected in err, err
+
+
+def test_vasprun_and_h5md_cells_and_values(tmp_path, capsys):
+    """The binary and XML formats: implausible cells exit 2 naming the step or frame;
+    an implausible stored temperature or timestep is ignored with a warning."""
+    import numpy as np
+
+    from iondiff_core.io import read_trajectory
+    from test_io_formats import npt_run, vasprun_text, write_h5md  # the formats' own writers
+
+    u, cells = npt_run(big_steps=False)
+    for scale, words in ((1e150, "ionic step 1: a cell vector is 1.11e+151 Å"), (np.nan, "ionic step 1: the cell holds non-finite")):
+        p = tmp_path / f"vr{scale}" / "vasprun.xml"
+        p.parent.mkdir()
+        with np.errstate(all="ignore"):
+            p.write_text(vasprun_text(u, cells * scale))
+        assert main(["analyze", str(p), "-q"]) == 2
+        assert f"error: {p}: {words}" in capsys.readouterr().err
+    h5 = tmp_path / "big.h5md"
+    write_h5md(h5, u, cells * 1e150)
+    assert main(["analyze", str(h5), "-q", "--type-map", "1=Li,2=P,3=S"]) == 2
+    assert f"error: {h5}: box/edges of frame 1: a cell vector is" in capsys.readouterr().err
+    for kw, attr in (({"tebeg": 1e308}, "temperature_K"), ({"potim": 1e30}, "timestep_fs")):
+        p = tmp_path / attr / "vasprun.xml"
+        p.parent.mkdir()
+        p.write_text(vasprun_text(u, cells, **kw))
+        traj = read_trajectory(p)
+        assert getattr(traj, attr) is None
+        assert any("not plausible" in w and f"give {attr}" in w for w in traj.warnings)
