@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import fcntl
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from iondiff_core.errors import InputError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no FIFOs to guard against, no O_NONBLOCK
+    fcntl = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def open_regular(path: str | Path):
     caller and a file swapped between a check and the open cannot slip through.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_BINARY", 0))
     except OSError as e:
         check_regular(path)  # a socket cannot be opened at all: say what it is
         raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
@@ -111,7 +116,8 @@ def open_regular(path: str | Path):
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise InputError(f"{path}: {_kind(mode)}, not a file: only regular files are read")
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        if fcntl is not None:  # blocking reads from here on, as for any file
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
