@@ -1,7 +1,8 @@
-"""The IonDiff dashboard. ``python app.py`` serves it on embedded defaults (a disk-cache
-job manager and a SQLite library under ./data) on http://127.0.0.1:8050, or the next free
-port (IONDIFF_HOST / IONDIFF_PORT choose); ``gunicorn app:server`` in production;
-with REDIS_URL set, ``celery -A app:celery_app worker`` runs the background jobs."""
+"""The IonDiff dashboard. ``python app.py`` serves it with waitress (a production WSGI
+server, see dashboard/serving.py) on embedded defaults (a disk-cache job manager and a
+SQLite library under ./data) on http://127.0.0.1:8050, or the next free port
+(IONDIFF_HOST / IONDIFF_PORT choose); ``gunicorn -c gunicorn.conf.py app:server`` on a
+lab server; with REDIS_URL set, ``celery -A app:celery_app worker`` runs the background jobs."""
 
 import os
 import sys
@@ -24,5 +25,13 @@ if __name__ == "__main__":
         sys.exit(2)
     if note:
         print(note, flush=True)
+    from dashboard.serving import make_server
+
+    web = make_server(app, host, port, app.config_object)
     print(f"IonDiff dashboard: http://{host}:{port}/  (Ctrl+C stops it)", flush=True)
-    app.run(host=host, port=port, debug=False)
+    try:
+        web.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        web.close()

@@ -3,15 +3,27 @@
 // server read from them (species, timestep, temperature, name) to Dash through set_props
 // on the "source-store". The trajectory, its INCAR and a POSCAR may be chosen in any
 // order, in either input, or all at once: they join one upload folder on the server.
+// Every post carries this session's upload token (fetched once from /upload/token) in a
+// header, which a cross-site page cannot read or send; the server answers with a
+// reference to the upload that only this browser session can use.
 (function () {
   function setText(id, text, cls) {
     var el = document.getElementById(id);
     if (el) { el.textContent = text; el.className = cls || ""; }
   }
-  function post(url, file, onProgress) {
+  var token = null;
+  async function uploadToken() {
+    if (token) return token;
+    var r = await fetch(prefix + "upload/token", { credentials: "same-origin", cache: "no-store" });
+    if (!r.ok) throw new Error("the server answered " + r.status);
+    token = await r.json();
+    return token;
+  }
+  function post(url, file, onProgress, tok) {
     return new Promise(function (resolve) {
       var xhr = new XMLHttpRequest();
       xhr.open("POST", url);
+      xhr.setRequestHeader(tok.header, tok.token);
       xhr.upload.onprogress = function (e) { if (e.lengthComputable) onProgress(e.loaded / e.total); };
       xhr.onload = function () {
         var body;
@@ -31,13 +43,13 @@
         input.id = holder.getAttribute("data-input-id");
         input.multiple = input.id === "trajectory-file";
         holder.appendChild(input);
-        state = { id: null, hasTrajectory: false };  // a fresh page: a fresh upload
+        state = { ref: null, hasTrajectory: false };  // a fresh page: a fresh upload
       }
     });
   }
   new MutationObserver(ensureInputs).observe(document.documentElement, { childList: true, subtree: true });
   var prefix = (window.dash_config && window.dash_config.requests_pathname_prefix) || "/";
-  var state = { id: null, hasTrajectory: false };
+  var state = { ref: null, hasTrajectory: false };
 
   function kindOf(file) {
     if (/INCAR/i.test(file.name)) return "incar";
@@ -48,13 +60,18 @@
     var bar = document.getElementById("upload-progress");
     var q = "upload?kind=" + kind + "&name=" + encodeURIComponent(file.name);
     // A new trajectory after a complete upload starts a new folder; everything else joins the current one.
-    if (state.id && !(kind === "trajectory" && state.hasTrajectory)) q += "&upload_id=" + state.id;
+    if (state.ref && !(kind === "trajectory" && state.hasTrajectory)) q += "&ref=" + state.ref;
     // The "damaged compressed file" option: keep a cut file's complete frames (flagged in the library).
     if (document.querySelector("#allow-truncated input:checked")) q += "&allow_truncated=1";
     setText("upload-status", "uploading " + file.name + " ...", "");
-    var res = await post(prefix + q, file, function (f) { if (bar) bar.value = f; });
+    var tok;
+    try { tok = await uploadToken(); } catch (err) {
+      return { ok: false, error: "the upload could not start (" + err.message + "): reload the page" };
+    }
+    var res = await post(prefix + q, file, function (f) { if (bar) bar.value = f; }, tok);
+    if (!res.ok && /upload token/.test(res.error || "")) token = null;  // a new session: fetch a new token next time
     if (res.ok) {
-      state.id = res.upload_id;
+      state.ref = res.ref;
       if (kind === "trajectory") state.hasTrajectory = true;
     }
     return res;
@@ -77,7 +94,7 @@
     if (res.poscar) parts.push("POSCAR as reference lattice");
     setText("upload-status", "uploaded " + res.trajectory + " (" + parts.join("; ") + ") as \u201c" + res.name + "\u201d", "ok");
     window.dash_clientside.set_props("source-store", {
-      data: { kind: "upload", id: res.upload_id, name: res.name, species: res.species, timestep_fs: res.timestep_fs,
+      data: { kind: "upload", ref: res.ref, name: res.name, species: res.species, timestep_fs: res.timestep_fs,
               temperature_K: res.temperature_K, poscar: res.poscar, t: Date.now() }
     });
   }

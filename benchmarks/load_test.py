@@ -51,12 +51,21 @@ class Client:
     def __init__(self, url: str, auth: tuple[str, str] | None = None, timeout: float = 60):
         self.url, self.timeout = url.rstrip("/"), timeout
         self.headers = {"Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode()} if auth else {}
+        # A browser's cookies: the session an upload is bound to (and its upload token).
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
 
-    def request(self, path: str, body: bytes | None = None, content_type: str = "application/json"):
-        headers = dict(self.headers, **({"Content-Type": content_type} if body is not None else {}))
+    def request(self, path: str, body: bytes | None = None, content_type: str = "application/json", headers=None):
+        headers = dict(self.headers, **({"Content-Type": content_type} if body is not None else {}), **(headers or {}))
         req = urllib.request.Request(self.url + path, data=body, headers=headers, method="POST" if body is not None else "GET")
-        with urllib.request.urlopen(req, timeout=self.timeout) as r:
+        with self.opener.open(req, timeout=self.timeout) as r:
             return r.status, r.read()
+
+    def upload(self, path: Path) -> dict:
+        """Post a file to /upload as assets/upload.js does (with the session's upload token)."""
+        tok = json.loads(self.request("/upload/token")[1])
+        with open(path, "rb") as f:
+            return json.loads(self.request(f"/upload?name={urllib.parse.quote(path.name)}", f.read(),
+                                           "application/octet-stream", {tok["header"]: tok["token"]})[1])
 
     def end_id(self, page: str = "/") -> str:
         _, html = self.request(page)
@@ -94,11 +103,10 @@ def page_load(client: Client, deps: list[dict], path: str) -> None:
 
 def analysis(client: Client, deps: list[dict], path: Path, deadline: float, poll_s: float = 1.0) -> tuple[str, int]:
     """Upload and analyse one trajectory as the page does; returns (entry id, polls)."""
-    with open(path, "rb") as f:
-        up = json.loads(client.request(f"/upload?name={urllib.parse.quote(path.name)}", f.read(), "application/octet-stream")[1])
+    up = client.upload(path)
     if not up.get("ok"):
         raise RuntimeError(f"upload: {up.get('error')}")
-    source = {"kind": "upload", "id": up["upload_id"], "name": up["name"], "species": up.get("species")}
+    source = {"kind": "upload", "ref": up["ref"], "name": up["name"], "species": up.get("species")}
     end_id = client.end_id("/")
     run = find_dep(deps, "entry-store.data", "run-button")
     state = [source, "Li", 10, 600]

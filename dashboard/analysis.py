@@ -27,7 +27,7 @@ from iondiff_core.parameters import CLUSTERING_FIELDS, Parameters
 from iondiff_core.pipeline import Session
 
 from dashboard.config import Config
-from dashboard.storage import Entry, Library, write_atomic
+from dashboard.storage import Entry, Library, disk_full_as_input_error, maybe_cleanup, write_atomic
 
 #: Fewer frames than this are refused: each ion's vibration centres are found by
 #: clustering its positions over the run, which needs many frames at every site.
@@ -86,6 +86,7 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     key = params_key(params)
     found = library.find(digest, key)
     if found is not None and Path(found.result).exists():
+        library.opened(found.id)
         if progress:
             progress(1.0, "already analysed: loaded from the library")
         return found.id
@@ -108,7 +109,8 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         from dashboard.celery_app import CeleryBlockMap
 
         blocks = CeleryBlockMap(cfg.stages)
-    session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
+    with disk_full_as_input_error("the analysis's cache files"):
+        session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
     result = session.result(params, each)
     doc = result.to_dict()
     name = name or run_name(source)
@@ -134,8 +136,10 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         result=str(out),
         descriptors=desc,
         flags=f"partial: {damaged[0].removeprefix('DAMAGED FILE: ')}" if damaged else "",
+        stage_files=session.stage_files,
     )
     _SESSIONS.put(entry.id, session)
+    maybe_cleanup(cfg, keep=(entry.id,))  # retention, quota and orphans (throttled over every process)
     return entry.id
 
 
@@ -179,14 +183,24 @@ def slider_parameters(entry: Entry, sliders: dict) -> Parameters:
     return base_parameters(entry).replace(**sliders)
 
 
+#: One session rebuilt at a time: concurrent views of an entry not in memory (one callback
+#: per view, each thread) wait for the first to open it instead of each reading the file.
+_OPENING = threading.Lock()
+
+
 def session_for(cfg: Config, entry: Entry) -> Session:
     """The entry's session: from memory, or rebuilt from its file and the stage cache."""
     s = _SESSIONS.get(entry.id)
     if s is None:
-        p = entry.params
-        s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"), p.get("temperature_K"),
-                         allow_truncated=bool(p.get("allow_truncated")))
-        _SESSIONS.put(entry.id, s)
+        with _OPENING:
+            s = _SESSIONS.get(entry.id)
+            if s is None:
+                p = entry.params
+                s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"),
+                                 p.get("temperature_K"), allow_truncated=bool(p.get("allow_truncated")))
+                if s.stage_files != entry.stage_files:  # rebuilt, or an entry from before they were recorded
+                    Library(cfg.library_db).set_stage_files(entry.id, s.stage_files)
+                _SESSIONS.put(entry.id, s)
     return s
 
 

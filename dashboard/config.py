@@ -4,9 +4,15 @@
 IONDIFF_DATA        data folder shared by every web and worker process (default ./data)
 IONDIFF_ROOTS       os.pathsep-separated folders the server-side picker may read
 IONDIFF_MAX_UPLOAD_MB  largest upload accepted (default 2048)
+IONDIFF_MAX_REQUEST_MB  largest body of any other request, e.g. a callback (default 20)
+IONDIFF_READ_TIMEOUT_S  seconds a client may stay silent while sending a request (default 60)
 IONDIFF_SECRET_KEY  signs sessions and job handles (default: generated once, kept in the data folder)
 IONDIFF_HOST, IONDIFF_PORT  where ``python app.py`` listens (see :func:`serve_address`)
 REDIS_URL           if set, background jobs run on Celery workers through Redis
+IONDIFF_RETENTION_DAYS  library entries (with their result, upload and stage files) not opened for this many
+                    days are removed (default 0: kept for ever)
+IONDIFF_MAX_DATA_GB     when the data folder holds more than this many GB, the least recently opened entries
+                    are removed until it holds less (default 0: no quota)
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ class Config:
     max_upload_bytes: int = 2048 * 1024**2
     redis_url: str | None = None
     secret_key: str = ""
+    # Stored state (dashboard.storage.cleanup): 0 turns a limit off.
+    retention_days: float = 0.0
+    max_data_bytes: int = 0
+    max_request_bytes: int = 20 * 1024**2
+    read_timeout_s: float = 60.0
 
     @classmethod
     def from_env(cls, data_dir=None, roots=None) -> "Config":
@@ -36,6 +47,10 @@ class Config:
             roots=[Path(r).resolve() for r in roots],
             max_upload_bytes=int(float(os.environ.get("IONDIFF_MAX_UPLOAD_MB", "2048")) * 1024**2),
             redis_url=os.environ.get("REDIS_URL") or None,
+            retention_days=_limit_env("IONDIFF_RETENTION_DAYS", "days"),
+            max_data_bytes=int(_limit_env("IONDIFF_MAX_DATA_GB", "GB") * 1024**3),
+            max_request_bytes=int(float(os.environ.get("IONDIFF_MAX_REQUEST_MB", "20")) * 1024**2),
+            read_timeout_s=float(os.environ.get("IONDIFF_READ_TIMEOUT_S", "60")),
         )
         cfg.ensure_folders()
         cfg.secret_key = os.environ.get("IONDIFF_SECRET_KEY") or cfg._persistent_secret()
@@ -73,10 +88,27 @@ class Config:
     def _persistent_secret(self) -> str:
         p = self.data_dir / "secret_key"
         if not p.exists():
-            tmp = p.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(secrets.token_hex(32))
+            # Readable by the server's user only, from its first byte (never chmod after writing).
+            tmp = p.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
             os.replace(tmp, p)  # several processes may race: any one of the keys wins for all
+        elif p.stat().st_mode & 0o077:
+            os.chmod(p, 0o600)  # a key written by an older version was world-readable
         return p.read_text().strip()
+
+
+def _limit_env(name: str, unit: str) -> float:
+    """A storage limit from the environment: a number >= 0 of ``unit`` (unset or 0: no limit)."""
+    text = os.environ.get(name, "").strip() or "0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number of {unit} (0 or unset: no limit)") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}={text!r} must be a finite number of {unit} >= 0 (0 or unset: no limit)")
+    return value
 
 
 DEFAULT_HOST = "127.0.0.1"

@@ -22,7 +22,7 @@ from dash.exceptions import PreventUpdate
 from dashboard import analysis, views
 from dashboard.figures import GRAPH_CONFIG
 from dashboard.storage import Library
-from dashboard.uploads import display_path, inspect_source, list_server_simulations, resolve_server_path, trajectory_of_upload
+from dashboard.uploads import display_path, inspect_source, list_server_simulations, resolve_server_path, resolve_source
 from iondiff_core import report
 from iondiff_core.errors import InputError
 from iondiff_core.parameters import Parameters
@@ -312,11 +312,8 @@ def _deps(fields) -> list:
 
 
 def _source_path(cfg, source: dict) -> Path:
-    if source.get("kind") == "upload":
-        return trajectory_of_upload(cfg.uploads, source["id"])
-    if source.get("kind") == "server":
-        return resolve_server_path(source["path"], cfg.roots)
-    raise InputError("choose a trajectory first")
+    """The checked path of a source (see :func:`dashboard.uploads.resolve_source`)."""
+    return resolve_source(cfg, source)
 
 
 def _analyse(cfg, source: dict, species, timestep, temperature, progress) -> str:
@@ -421,12 +418,12 @@ def register(app, cfg, cache):
     def use_server_file(_, picked, typed, allow_truncated):
         try:
             path = resolve_server_path((typed if ctx.triggered_id == "server-use" else None) or picked or "", cfg.roots)
+            shown = display_path(path, cfg.roots)  # the page's source holds no server path
             info = inspect_source(path, allow_truncated=bool(allow_truncated))
-            shown = display_path(path, cfg.roots)
             read = f"; INCAR: {info['timestep_fs']} fs per frame" if info["timestep_fs"] else "; no timestep found: type it"
             if info.get("damaged"):
                 read += f"; DAMAGED: {info['damaged']}: only its complete frames will be analysed (flagged in the library)"
-            return ({"kind": "server", "path": str(path), **info}, f"server file: {shown} as \u201c{info['name']}\u201d{read}")
+            return ({"kind": "server", "path": shown, **info}, f"server file: {shown} as \u201c{info['name']}\u201d{read}")
         except InputError as exc:
             return {"kind": "error", "error": str(exc)}, _alert(str(exc))
 
@@ -462,6 +459,7 @@ def register(app, cfg, cache):
         entry = Library(cfg.library_db).get(entry_id)
         if entry is None:
             return no_update, no_update, no_update, no_update, _alert("this result is no longer in the library"), True, True
+        Library(cfg.library_db).opened(entry.id)  # retention and the quota keep the recently opened
         p = entry.params
         # The result is on screen: fold the input panels so the thresholds and the figures share the screen.
         return ([{"label": entry.species, "value": entry.species}], entry.species, p.get("timestep_fs"),

@@ -10,7 +10,7 @@ from flask import Flask
 from dashboard import analysis
 from dashboard.config import Config
 from dashboard.storage import Library, write_atomic
-from dashboard.uploads import make_blueprint, resolve_server_path, safe_name, trajectory_of_upload
+from dashboard.uploads import make_blueprint, resolve_server_path, safe_name, trajectory_of_upload, upload_folder
 from dashboard.views import analyse_views
 from iondiff_core.errors import InputError
 from iondiff_core.io import write_xdatcar
@@ -90,10 +90,28 @@ def test_safe_name_strips_folders():
     assert safe_name(".hidden") == "hidden"
 
 
+class _Uploader:
+    """A browser session posting to /upload (with its session's upload token)."""
+
+    def __init__(self, cfg, max_bytes):
+        cfg.max_upload_bytes = max_bytes
+        app = Flask(__name__)
+        app.secret_key = cfg.secret_key
+        app.register_blueprint(make_blueprint(cfg))
+        self.client = app.test_client()
+        tok = self.client.get("/upload/token").get_json()
+        self.headers = {tok["header"]: tok["token"]}
+
+    def post(self, url, data):
+        return self.client.post(url, data=data, headers=self.headers)
+
+    def folder(self, cfg, ref):
+        with self.client.session_transaction() as sess:
+            return upload_folder(cfg.uploads, cfg.secret_key, sess["sid"], ref)
+
+
 def _client(cfg, max_bytes=10 * 1024**2):
-    app = Flask(__name__)
-    app.register_blueprint(make_blueprint(cfg.uploads, max_bytes))
-    return app.test_client()
+    return _Uploader(cfg, max_bytes)
 
 
 def test_upload_route_streams_to_disk_and_sniffs_species(cfg, xdatcar):
@@ -101,14 +119,14 @@ def test_upload_route_streams_to_disk_and_sniffs_species(cfg, xdatcar):
     r = c.post("/upload?name=../../XDATCAR_LiX.gz", data=xdatcar.read_bytes())
     body = r.get_json()
     assert r.status_code == 200 and body["ok"] and body["species"] == ["Li", "S"]
-    stored = cfg.uploads / body["upload_id"] / "XDATCAR_LiX.gz"
+    stored = c.folder(cfg, body["ref"]) / "XDATCAR_LiX.gz"
     assert stored.read_bytes() == xdatcar.read_bytes()
     assert body["timestep_fs"] is None and body["name"] == "XDATCAR_LiX.gz"
     # The INCAR after the trajectory joins its upload and gives the timestep and temperature.
-    r2 = c.post(f"/upload?kind=incar&upload_id={body['upload_id']}", data=b"SYSTEM = LiX cell\nPOTIM = 2\nNBLOCK = 5\nTEBEG = 650\n")
+    r2 = c.post(f"/upload?kind=incar&ref={body['ref']}", data=b"SYSTEM = LiX cell\nPOTIM = 2\nNBLOCK = 5\nTEBEG = 650\n")
     b2 = r2.get_json()
     assert b2["ok"] and b2["timestep_fs"] == 10 and b2["temperature_K"] == 650 and b2["species"] == ["Li", "S"]
-    assert trajectory_of_upload(cfg.uploads, body["upload_id"]) == stored
+    assert trajectory_of_upload(c.folder(cfg, body["ref"])) == stored
 
 
 def test_upload_in_any_order_named_from_system_or_title(cfg, xdatcar):
@@ -116,7 +134,7 @@ def test_upload_in_any_order_named_from_system_or_title(cfg, xdatcar):
     # INCAR first: it waits for its trajectory; a generic file name gives way to the INCAR's SYSTEM.
     first = c.post("/upload?kind=incar&name=INCAR", data=b"SYSTEM = Li6PS5Cl 500K\nPOTIM = 1.5\nNBLOCK = 10\n").get_json()
     assert first["ok"] and not first["ready"]
-    body = c.post(f"/upload?name=XDATCAR.gz&upload_id={first['upload_id']}", data=xdatcar.read_bytes()).get_json()
+    body = c.post(f"/upload?name=XDATCAR.gz&ref={first['ref']}", data=xdatcar.read_bytes()).get_json()
     assert body["ready"] and body["timestep_fs"] == 15 and body["name"] == "Li6PS5Cl 500K"
     # Without an INCAR, the XDATCAR's title line names it.
     alone = c.post("/upload?name=XDATCAR.gz", data=xdatcar.read_bytes()).get_json()
@@ -143,10 +161,10 @@ def test_upload_route_rejects_junk_oversize_empty_and_unknown_ids(cfg, xdatcar):
     junk = c.post("/upload?name=XDATCAR", data=os.urandom(20_000)).get_json()
     assert not junk["ok"] and "XDATCAR" in junk["error"]
     big = c.post("/upload?name=XDATCAR", data=xdatcar.read_bytes() * 3)
-    assert big.status_code == 400 and "larger than" in big.get_json()["error"]
+    assert big.status_code == 413 and "larger than" in big.get_json()["error"]
     empty = c.post("/upload?name=XDATCAR", data=b"")
     assert "empty" in empty.get_json()["error"]
-    bad_id = c.post("/upload?kind=incar&upload_id=../../etc", data=b"POTIM=1")
+    bad_id = c.post("/upload?kind=incar&ref=../../etc", data=b"POTIM=1")
     assert bad_id.status_code == 400
     assert not any(cfg.uploads.iterdir())  # nothing half-written is left behind
 
