@@ -54,7 +54,7 @@ def params_key(params: Parameters) -> str:
 
 def material_name(path: Path, display_name: str | None = None) -> str:
     """Material label: from the uploaded file's name, else from the run folder's name."""
-    from iondiff_core.cli import material_of
+    from iondiff_core.batch import material_of
     from iondiff_core.io.xdatcar import strip_compression_suffix
 
     if display_name:

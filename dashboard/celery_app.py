@@ -1,6 +1,6 @@
 """The Celery application of a lab deployment (used when REDIS_URL is set).
 
-No Dash import here: the engine's ``batch --celery`` uses it too. Large arrays never
+No Dash import here: ``python -m dashboard batch --celery`` uses it too. Large arrays never
 travel through Redis: tasks write results into the shared data folder and return small
 handles (paths, ids).
 
@@ -211,10 +211,10 @@ def background_manager():
 
 @celery_app.task(name="iondiff.analyse_simulation")
 def analyse_simulation(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature_K) -> dict:
-    """One simulation of ``python -m iondiff_core batch --celery``: the JSON is written
+    """One simulation of ``python -m dashboard batch --celery``: the JSON is written
     atomically to ``out_json`` (on the shared folder); only the small summary row comes back.
     Without ``cache_dir`` the clustering goes to the deployment's shared stage cache."""
-    from iondiff_core.cli import analyse_one
+    from iondiff_core.batch import analyse_one
 
     if not cache_dir:
         from dashboard.config import Config
@@ -420,7 +420,7 @@ class CeleryBlockMap:
 
 def submit_batch(jobs, params: dict, cache_dir, timestep_fs, temperature_K, progress=None, timeout_s: float = 24 * 3600) -> list[dict]:
     """Send each (name, path, out_json) of a batch to the workers; gather their rows
-    (the rows of :func:`iondiff_core.cli.analyse_one`, each with its "name").
+    (the rows of :func:`iondiff_core.batch.analyse_one`, each with its "name").
 
     Paths are sent as given: the workers must see the simulations and ``out_json`` at the
     same paths (the shared mounts of the deployment). Ctrl-C revokes the jobs not done.

@@ -6,8 +6,9 @@ definitions fixed in the project's METHOD.md. Stages, each in the module named a
 ``io`` (read) -> ``trajectory`` (unwrap) -> ``centres`` (k-means + silhouette, expensive)
 -> ``hops`` -> ``correlations`` (timeline, smoothing, reference, groups, mechanisms)
 -> ``distribution`` (pdf of n and its fit) -> ``transport`` / ``descriptors``.
-``pipeline`` composes them with a disk cache for the expensive stage; ``cli`` is the
-command line (``python -m iondiff_core``).
+``pipeline`` composes them with a disk cache for the expensive stage; ``batch`` analyses
+many simulations and compares them; ``cli`` is the command line (``iondiff``, the same
+as ``python -m iondiff_core``). The engine never imports the dashboard.
 """
 
 from iondiff_core.errors import InputError

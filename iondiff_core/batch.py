@@ -1,17 +1,97 @@
-"""Cross-simulation outputs of ``batch``: the summary table, the Spearman matrix of
-the descriptors and the Arrhenius fits (paper Figs. 6 and 7, section 3)."""
+"""Batches of simulations: one simulation analysed into its JSON and summary row
+(:func:`analyse_one`, what every executor runs, local processes or the dashboard's
+workers), and the cross-simulation outputs: the summary table, the Spearman matrix of
+the descriptors and the Arrhenius fits (paper Figs. 6 and 7, section 3).
+
+Engine only: nothing here imports the dashboard.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from iondiff_core import correlations, descriptors, distribution
+from iondiff_core.errors import InputError
+from iondiff_core.parameters import Parameters
 
 TARGET = "D_tracer_cm2_s"
+
+
+def simulation_name(path: Path, root: Path) -> str:
+    """A simulation's name in a batch: its path below ``root``, made file-name safe."""
+    rel = path.relative_to(root) if path != root else Path(path.name)
+    return re.sub(r"[^\w.+-]+", "_", str(rel.with_suffix("") if path.is_file() else rel)).strip("_") or path.name
+
+
+def material_of(name: str) -> str:
+    """Material label from a simulation name: temperature and run tokens removed."""
+    m = re.sub(r"(^|[_-])\d+(\.\d+)?K(?=$|[_-])", r"\1", name)
+    m = re.sub(r"[_-]run\d+$", "", m)
+    return re.sub(r"[_-]+", "_", m).strip("_") or name
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature, type_map=None,
+                allow_truncated: bool = False, mobile_only: bool = True, limits=None) -> dict:
+    """Analyse one simulation and write its JSON; returns its summary row (or an error row).
+
+    Parameters are plain (paths as str, ``params`` as :meth:`Parameters.to_dict`), so a
+    process pool or a task queue can carry them. ``temperature`` in K, ``timestep_fs`` in fs;
+    ``limits``: :class:`iondiff_core.io.ReadLimits` of the read.
+    """
+    from iondiff_core import pipeline, report
+
+    try:
+        result = pipeline.analyze(
+            path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map,
+            allow_truncated=allow_truncated, mobile_only=mobile_only, limits=limits,
+        )
+        doc = report.with_provenance(result.to_dict(), result)
+        write_atomic(Path(out_json), report.dumps(doc))
+        row = {"path": path, "error": "", **summary_row(doc)}
+    except InputError as exc:
+        row = {"path": path, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a batch must survive one bad simulation
+        row = {"path": path, "error": f"{type(exc).__name__}: {exc}"}
+    return row
+
+
+def summary_row(doc: dict) -> dict:
+    """The summary-table row of one analysis document (``report.with_provenance`` output)."""
+    i = doc["input"]
+    row = {
+        "mobile_species": i["mobile_species"],
+        "temperature_K": i["temperature_K"],
+        "frames": i["frames"],
+        "n_hops": len(doc["hops"]),
+        "mean_n": doc["pdf"]["mean_n"],
+        "std_n": doc["pdf"]["std_n"],
+        "pdf_A": doc["pdf"]["A"],
+        "pdf_b": doc["pdf"]["b"],
+        "pdf_overflow": doc["pdf"]["overflow"],
+    }
+    c = doc.get("concertedness") or {}
+    if c:
+        row.update({
+            "concerted_fraction": c["observed_fraction"], "null_fraction": c["null_mean"],
+            "concerted_excess": c["excess"], "concerted_p_value": c["p_value"], "verdict": c["verdict"],
+        })
+    row.update({k: v for k, v in doc["descriptors"].items() if isinstance(v, (int, float)) or v is None})
+    return row
 
 
 _TEXT = {"name", "path", "error", "material", "mobile_species", "verdict"}

@@ -1,4 +1,5 @@
-"""Command line: ``python -m iondiff_core analyze PATH`` and ``batch ROOT...``.
+"""Command line: ``iondiff analyze PATH`` and ``iondiff batch ROOT...`` (the same as
+``python -m iondiff_core ...``).
 
 Every field of :class:`~iondiff_core.parameters.Parameters` is a flag
 (``--r-vib-A 0.6``, ``--silhouette euclidean`` ...). Bad input exits with status 2
@@ -11,13 +12,14 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import sys
+import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from iondiff_core.batch import analyse_one, material_of, simulation_name, write_atomic
 from iondiff_core.errors import InputError
 from iondiff_core.parameters import Parameters
 
@@ -99,13 +101,19 @@ def _add_input_flags(p):
     p.add_argument("--cache-dir", help="folder for the stage cache: clustering, and the unwrapped positions memory-mapped (default: none)")
     p.add_argument("--all-atoms", action="store_true",
                    help="read every atom in float64 (default: only the mobile species, in float32: less memory, same results)")
+    p.add_argument("--max-text-mb", type=float,
+                   help="stop reading past this many MB of text after decompression (default: no limit)")
+    p.add_argument("--max-atom-frames", type=int,
+                   help="stop reading past this many atoms x frames (default: no limit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m iondiff_core", description="Find ion hops and concerted groups in MD trajectories.")
+def build_parser(prog: str = "iondiff", extend_batch=None) -> argparse.ArgumentParser:
+    """The command line's parser; ``extend_batch(subparser)`` may add options to ``batch``
+    (the dashboard adds ``--celery``, see :func:`main`'s ``batch_executor``)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Find ion hops and concerted groups in MD trajectories.")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="analyse one trajectory")
     a.add_argument("path", help="folder holding an XDATCAR (and INCAR), or a trajectory file")
@@ -116,28 +124,79 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="analyse every simulation under the given folders")
     b.add_argument("roots", nargs="+", help="folders to search for simulations")
     b.add_argument("--out-dir", required=True, help="folder for one JSON per simulation and the summary")
-    b.add_argument("--celery", action="store_true", help="submit to the Celery workers at $REDIS_URL instead of local processes")
     _add_input_flags(b)
     add_parameter_flags(b)
+    if extend_batch is not None:
+        extend_batch(b)
     return parser
+
+
+def writable_file(path: str, flag: str) -> Path:
+    """Check, before any work, that ``path`` can be written (an existing folder, writable,
+    ``path`` not itself a folder or a device): an hour of analysis must not end on a bad ``--out``."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{flag} {path}: is a folder; give a file name")
+    if p.exists() and not p.is_file():  # the atomic write would replace a device or FIFO by a file
+        raise InputError(f"{flag} {path}: is not a regular file; give a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        raise InputError(f"{flag} {path}: the folder {parent} does not exist")
+    _probe(parent, f"{flag} {path}")
+    return p
+
+
+def writable_folder(path: str, flag: str) -> Path:
+    """Create ``path`` if needed and check that files can be written in it."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+    _probe(p, f"{flag} {path}")
+    return p
+
+
+def _probe(folder: Path, what: str) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".iondiff-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise InputError(f"{what}: cannot write in {folder} ({e.strerror or e})") from None
+
+
+def _check_input_flags(args) -> None:
+    """Refuse implausible explicit values at once (not per simulation, after reading)."""
+    from iondiff_core.io import plausible_temperature_K, plausible_timestep_fs
+
+    if args.timestep_fs is not None:
+        plausible_timestep_fs(args.timestep_fs)
+    if args.temperature is not None:
+        plausible_temperature_K(args.temperature)
+    read_limits(args)
 
 
 def _run_analyze(args) -> int:
     from iondiff_core import pipeline, report
 
+    _check_input_flags(args)
+    for value, flag in ((args.out, "--out"), (args.hops_csv, "--hops-csv")):
+        if value:
+            writable_file(value, flag)
     params = parameters_from_args(args).replace(species=args.species)
     progress = TerminalProgress(quiet=args.quiet)
     t0 = time.perf_counter()
     result = pipeline.analyze(
         args.path, params, args.cache_dir, progress, args.timestep_fs, args.temperature, args.jobs, type_map=args.type_map,
-        allow_truncated=args.allow_truncated, mobile_only=not args.all_atoms,
+        allow_truncated=args.allow_truncated, mobile_only=not args.all_atoms, limits=read_limits(args),
     )
     doc = report.with_provenance(result.to_dict(), result)
     doc["elapsed_s"] = round(time.perf_counter() - t0, 3)
     if args.out:
-        _write_atomic(Path(args.out), report.dumps(doc))
+        write_atomic(Path(args.out), report.dumps(doc))
     if args.hops_csv:
-        _write_atomic(Path(args.hops_csv), report.hops_csv(result))
+        write_atomic(Path(args.hops_csv), report.hops_csv(result))
     _print_summary(doc)
     return 0
 
@@ -175,76 +234,47 @@ def _print_summary(doc: dict) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def read_limits(args):
+    """The :class:`~iondiff_core.io.ReadLimits` of ``--max-text-mb`` and ``--max-atom-frames`` (None: no cap)."""
+    from iondiff_core.io.limits import ReadLimits
+
+    mb, af = getattr(args, "max_text_mb", None), getattr(args, "max_atom_frames", None)
+    if mb is None and af is None:
+        return None
+    if mb is not None and not (0 < mb < 1e12):
+        raise InputError(f"--max-text-mb must be a positive number of MB, got {mb}")
+    return ReadLimits(None if mb is None else max(1, int(mb * 1e6)), af)
 
 
 # --------------------------------------------------------------------------- batch
-def simulation_name(path: Path, root: Path) -> str:
-    rel = path.relative_to(root) if path != root else Path(path.name)
-    return re.sub(r"[^\w.+-]+", "_", str(rel.with_suffix("") if path.is_file() else rel)).strip("_") or path.name
+def local_batch(jobs: list[tuple[str, str, str]], args, params: dict, progress) -> list[dict]:
+    """The default batch executor: :func:`iondiff_core.batch.analyse_one` in ``--jobs`` local processes.
+
+    Every executor takes (name, path, out_json) jobs, the parsed arguments, the
+    parameters as a dict and a progress callback, and returns one row per job with its
+    ``name`` (``python -m dashboard batch --celery`` passes the dashboard's workers instead).
+    """
+    rows = []
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futs = {
+            pool.submit(analyse_one, p, o, params, args.cache_dir, args.timestep_fs, args.temperature, args.type_map,
+                        args.allow_truncated, not args.all_atoms, read_limits(args)): n
+            for n, p, o in jobs
+        }
+        for k, fut in enumerate(as_completed(futs), 1):
+            row = {"name": futs[fut], **fut.result()}
+            rows.append(row)
+            progress("batch", k / len(jobs), f"{row['name']}: {row['error'] or 'ok'}")
+    return rows
 
 
-def material_of(name: str) -> str:
-    """Material label from a simulation name: temperature and run tokens removed."""
-    m = re.sub(r"(^|[_-])\d+(\.\d+)?K(?=$|[_-])", r"\1", name)
-    m = re.sub(r"[_-]run\d+$", "", m)
-    return re.sub(r"[_-]+", "_", m).strip("_") or name
-
-
-def analyse_one(path: str, out_json: str, params: dict, cache_dir, timestep_fs, temperature, type_map=None,
-                allow_truncated: bool = False, mobile_only: bool = True) -> dict:
-    """Analyse one simulation and write its JSON; returns its summary row (or an error row)."""
-    from iondiff_core import pipeline, report
-
-    try:
-        result = pipeline.analyze(
-            path, Parameters.from_dict(params), cache_dir, None, timestep_fs, temperature, type_map=type_map,
-            allow_truncated=allow_truncated, mobile_only=mobile_only,
-        )
-        doc = report.with_provenance(result.to_dict(), result)
-        _write_atomic(Path(out_json), report.dumps(doc))
-        row = {"path": path, "error": "", **summary_row(doc)}
-    except InputError as exc:
-        row = {"path": path, "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - a batch must survive one bad simulation
-        row = {"path": path, "error": f"{type(exc).__name__}: {exc}"}
-    return row
-
-
-def summary_row(doc: dict) -> dict:
-    i = doc["input"]
-    row = {
-        "mobile_species": i["mobile_species"],
-        "temperature_K": i["temperature_K"],
-        "frames": i["frames"],
-        "n_hops": len(doc["hops"]),
-        "mean_n": doc["pdf"]["mean_n"],
-        "std_n": doc["pdf"]["std_n"],
-        "pdf_A": doc["pdf"]["A"],
-        "pdf_b": doc["pdf"]["b"],
-        "pdf_overflow": doc["pdf"]["overflow"],
-    }
-    c = doc.get("concertedness") or {}
-    if c:
-        row.update({
-            "concerted_fraction": c["observed_fraction"], "null_fraction": c["null_mean"],
-            "concerted_excess": c["excess"], "concerted_p_value": c["p_value"], "verdict": c["verdict"],
-        })
-    row.update({k: v for k, v in doc["descriptors"].items() if isinstance(v, (int, float)) or v is None})
-    return row
-
-
-def _run_batch(args) -> int:
+def _run_batch(args, executor=local_batch) -> int:
     from iondiff_core import batch
     from iondiff_core.io import find_simulations
 
+    _check_input_flags(args)
     params = parameters_from_args(args).replace(species=args.species)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(args.out_dir, "--out-dir")
     jobs = []
     for root in map(Path, args.roots):
         if not root.exists():
@@ -255,23 +285,8 @@ def _run_batch(args) -> int:
     if not jobs:
         raise InputError(f"no simulation (XDATCAR, extxyz, vasprun.xml, LAMMPS dump) found under {', '.join(args.roots)}")
     pd = params.to_dict()
-    rows = []
     progress = TerminalProgress(quiet=args.quiet)
-    if args.celery:
-        from dashboard.celery_app import submit_batch
-
-        rows = submit_batch(jobs, pd, args.cache_dir, args.timestep_fs, args.temperature, progress)
-    else:
-        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futs = {
-                pool.submit(analyse_one, p, o, pd, args.cache_dir, args.timestep_fs, args.temperature, args.type_map,
-                            args.allow_truncated, not args.all_atoms): n
-                for n, p, o in jobs
-            }
-            for k, fut in enumerate(as_completed(futs), 1):
-                row = {"name": futs[fut], **fut.result()}
-                rows.append(row)
-                progress("batch", k / len(jobs), f"{row['name']}: {row['error'] or 'ok'}")
+    rows = executor(jobs, args, pd, progress)
     for r in rows:
         r["material"] = material_of(r["name"])
     rows.sort(key=lambda r: r["name"])
@@ -284,10 +299,19 @@ def _run_batch(args) -> int:
     return 0 if not failed else 1
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, *, parser: argparse.ArgumentParser | None = None, batch_executor=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 some batch runs failed,
+    2 bad input, 3 an unexpected error, 130 interrupted).
+
+    ``parser``: a parser made by :func:`build_parser` (with the dashboard's batch
+    options); ``batch_executor``: runs a batch's jobs instead of :func:`local_batch`,
+    with the same arguments.
+    """
+    args = (parser or build_parser()).parse_args(argv)
     try:
-        return _run_analyze(args) if args.command == "analyze" else _run_batch(args)
+        if args.command == "analyze":
+            return _run_analyze(args)
+        return _run_batch(args, batch_executor or local_batch)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

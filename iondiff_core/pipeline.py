@@ -475,16 +475,19 @@ def analyze(
     mobile_only: bool = True,
     map_blocks=None,
     allow_truncated: bool = False,
+    limits=None,
 ) -> Result:
     """Run the whole analysis on a trajectory or a path (folder with XDATCAR, or a file).
 
     ``type_map`` names numeric atom types (``'1=Li,2=P'``); ``mobile_only`` (default)
     reads only the mobile species of a file, in float32 (False: every atom, float64);
-    ``map_blocks`` runs the clustering's ion blocks elsewhere (see :meth:`Session.open`).
+    ``map_blocks`` runs the clustering's ion blocks elsewhere (see :meth:`Session.open`);
+    ``limits``: :class:`iondiff_core.io.ReadLimits` of the read.
     """
     session = Session.open(
         source, params, cache_dir, progress, timestep_fs, temperature_K, n_jobs,
         type_map=type_map, mobile_only=mobile_only, map_blocks=map_blocks, allow_truncated=allow_truncated,
+        limits=limits,
     )
     return session.result(params, progress)
 
@@ -509,7 +512,7 @@ class Session:
     @classmethod
     def open(
         cls, source, params=None, cache_dir=None, progress=None, timestep_fs=None, temperature_K=None, n_jobs=1,
-        *, type_map=None, mobile_only=True, map_blocks=None, allow_truncated=False,
+        *, type_map=None, mobile_only=True, map_blocks=None, allow_truncated=False, limits=None,
     ) -> "Session":
         """Read (if a path), unwrap, cluster (or load the clustering from ``cache_dir``), transport.
 
@@ -520,6 +523,7 @@ class Session:
         too, memory-mapped from ``cache_dir`` when given. False: every atom in float64.
         ``map_blocks``: where the clustering's ion blocks run (see :func:`clustering_stage`).
         ``allow_truncated``: analyse the complete frames of a damaged compressed file.
+        ``limits``: :class:`iondiff_core.io.ReadLimits` of the read (decompressed bytes, atoms x frames).
         """
         params = params or Parameters()
         if isinstance(source, Trajectory):
@@ -534,7 +538,7 @@ class Session:
             _report(progress, "read", 0.0, f"reading {Path(source).name}")
             opts = {"keep": "mobile", "mobile": params.species, "dtype": np.float32} if mobile_only else {}
             traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, type_map=type_map,
-                                   allow_truncated=allow_truncated, **opts)
+                                   allow_truncated=allow_truncated, limits=limits, **opts)
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         cache = StageCache(cache_dir) if cache_dir else None
         prep = prepare(traj, params, store=cache)

@@ -10,6 +10,51 @@ from iondiff_core.errors import InputError
 
 #: Default preference order for the mobile species (METHOD.md section 0).
 MOBILE_PREFERENCE = ("Li", "Na", "K", "Ag", "Cu", "F", "Cl", "Br", "I", "O", "H")
+#: Plausible temperatures, K (exclusive bounds): outside, a value is a typo or corrupt.
+TEMPERATURE_RANGE_K = (0.0, 1e5)
+#: Plausible times between stored frames, fs (inclusive bounds).
+TIMESTEP_RANGE_FS = (0.01, 1e5)
+#: Plausible length of a cell vector, Å: outside it a header is corrupt (or hostile), and
+#: the arithmetic downstream would overflow or divide by zero.
+CELL_EDGE_RANGE_A = (0.5, 1e5)
+#: Smallest volume / (|a| |b| |c|) of a plausible cell (about the product of the sines of
+#: its angles): a flatter cell is degenerate.
+MIN_CELL_SHAPE = 1e-6
+
+
+def cell_problem(cells: np.ndarray) -> tuple[int, str] | None:
+    """The first implausible cell of a stack and why, or None when every cell is fine.
+
+    Parameters
+    ----------
+    cells : ndarray, shape (T, 3, 3) or (3, 3)
+        Lattice vectors as rows, Å.
+
+    Returns
+    -------
+    (index, reason) or None
+        ``reason`` is one phrase for a message that names the file and line.
+    """
+    c = np.asarray(cells, dtype=float).reshape(-1, 3, 3)
+    with np.errstate(all="ignore"):
+        lengths = np.linalg.norm(c, axis=2)
+        volume = np.abs(np.linalg.det(c))
+        shape = volume / np.prod(lengths, axis=1)
+    lo, hi = CELL_EDGE_RANGE_A
+    finite = np.isfinite(c).all(axis=(1, 2))
+    sized = ((lengths >= lo) & (lengths <= hi)).all(axis=1)
+    bad = ~finite | ~sized | ~(shape >= MIN_CELL_SHAPE)  # NaN shapes are bad too
+    if not bad.any():
+        return None
+    t = int(np.flatnonzero(bad)[0])
+    if not finite[t]:
+        return t, "the cell holds non-finite numbers"
+    if not sized[t]:
+        edge = lengths[t][np.argmax(np.abs(np.log10(np.maximum(lengths[t], 1e-300))))]
+        return t, (f"a cell vector is {edge:.3g} Å long (plausible: {lo:g}-{hi:.0e} Å): "
+                   "a corrupt header or a wrong scale factor")
+    return t, f"the cell vectors are (nearly) linearly dependent (volume {volume[t]:.3g} Å^3)"
+
 
 
 @dataclass

@@ -32,6 +32,7 @@ from iondiff_core.io.extxyz import read_extxyz, sniff_extxyz
 from iondiff_core.io.frames import FrameSink, choose_kept, parse_type_map
 from iondiff_core.io.h5md import read_h5md, sniff_h5md
 from iondiff_core.io.incar import read_incar
+from iondiff_core.io.limits import ReadLimits, applied, check_regular
 from iondiff_core.io.lammps import read_lammps_dump, sniff_lammps
 from iondiff_core.io.vasprun import read_vasprun, sniff_vasprun
 from iondiff_core.io.xdatcar import (
@@ -41,12 +42,15 @@ from iondiff_core.io.xdatcar import (
     strip_compression_suffix,
     write_xdatcar,
 )
-from iondiff_core.trajectory import Trajectory
+from iondiff_core.trajectory import TEMPERATURE_RANGE_K, TIMESTEP_RANGE_FS, Trajectory
 
 __all__ = [
+    "ReadLimits",
     "find_simulations",
     "locate_trajectory",
     "open_decompressed",
+    "plausible_temperature_K",
+    "plausible_timestep_fs",
     "read_ase",
     "read_ase_traj",
     "read_extxyz",
@@ -130,14 +134,41 @@ def locate_trajectory(folder: str | Path) -> Path:
     )
 
 
-def _positive(value, name: str, unit: str) -> float:
+def _plausible(value, name: str, unit: str, bounds: tuple[float, float], exclusive: bool) -> float:
+    """An explicit timestep or temperature as a float, refused outside its plausible range."""
     try:
         x = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number in {unit}, got {value!r}") from None
-    if not math.isfinite(x) or x <= 0:
-        raise InputError(f"{name} must be a positive number in {unit}, got {value!r}")
+    lo, hi = bounds
+    ok = math.isfinite(x) and ((lo < x < hi) if exclusive else (lo <= x <= hi))
+    if not ok:
+        raise InputError(f"{name} must be between {lo:g} and {hi:g} {unit}, got {value!r}")
     return x
+
+
+def plausible_timestep_fs(value) -> float:
+    """An explicit time between frames (fs) as a float; InputError outside 0.01-1e5 fs."""
+    return _plausible(value, "timestep_fs", "fs", TIMESTEP_RANGE_FS, exclusive=False)
+
+
+def plausible_temperature_K(value) -> float:
+    """An explicit temperature (K) as a float; InputError outside (0, 1e5) K."""
+    return _plausible(value, "temperature_K", "K", TEMPERATURE_RANGE_K, exclusive=True)
+
+
+def _file_value_checked(traj: Trajectory, attr: str, what: str, unit: str, bounds, exclusive: bool) -> None:
+    """A timestep or temperature the file itself stores: dropped with a warning when implausible."""
+    x = getattr(traj, attr)
+    if x is None:
+        return
+    lo, hi = bounds
+    if not (math.isfinite(x) and ((lo < x < hi) if exclusive else (lo <= x <= hi))):
+        traj.warnings.append(
+            f"{Path(traj.source).name} stores a {what} of {x:.3g} {unit}, not plausible ({lo:g} to {hi:g} {unit}); "
+            f"ignored: give {attr}"
+        )
+        setattr(traj, attr, None)
 
 
 def _guess_format(file: Path) -> str | None:
@@ -206,6 +237,7 @@ def read_trajectory(
     mobile: str | None = None,
     dtype=np.float64,
     allow_truncated: bool = False,
+    limits: ReadLimits | None = None,
 ) -> Trajectory:
     """Read an MD trajectory.
 
@@ -236,6 +268,12 @@ def read_trajectory(
         Cu, F, Cl, Br, I, O, H in the file).
     dtype : numpy dtype
         Storage type of the positions; ``np.float32`` halves the memory.
+    allow_truncated : bool
+        Analyse the complete frames of a compressed file that ends early.
+    limits : ReadLimits, optional
+        Caps on the decompressed text and on atoms x frames: the read stops with an
+        InputError as soon as one is passed (a plain file over ``max_text_bytes`` is
+        refused before reading).
 
     Returns
     -------
@@ -249,18 +287,28 @@ def read_trajectory(
         For a missing path, an unreadable or malformed file (message with the line), and
         for a compressed stream that ends early (a damaged file) unless ``allow_truncated``,
         which keeps its complete frames and says so in the warnings. (A plain text file
-        cut inside its last frame keeps its complete frames with a warning.)
+        cut inside its last frame keeps its complete frames with a warning.) For a
+        path that is not a regular file or folder (a FIFO, a device, a socket), and when
+        a limit is passed.
     """
+    with applied(limits):
+        return _read_trajectory(path, timestep_fs, temperature_K, format, species, type_map, keep, mobile, dtype,
+                                allow_truncated)
+
+
+def _read_trajectory(path, timestep_fs, temperature_K, format, species, type_map, keep, mobile, dtype,
+                     allow_truncated) -> Trajectory:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if timestep_fs is not None:
-        timestep_fs = _positive(timestep_fs, "timestep_fs", "fs")
+        timestep_fs = plausible_timestep_fs(timestep_fs)
     if temperature_K is not None:
-        temperature_K = _positive(temperature_K, "temperature_K", "K")
+        temperature_K = plausible_temperature_K(temperature_K)
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise InputError(f"dtype must be float32 or float64, got {dtype}")
     file = locate_trajectory(path) if path.is_dir() else path
+    check_regular(file)
     fmt = (format or "").lower() or None
     if fmt is None:
         fmt = _guess_format(file)
@@ -283,6 +331,10 @@ def read_trajectory(
     if damaged:
         traj.warnings.append(f"DAMAGED FILE: {damaged[0]}; only the complete frames were analysed")
 
+    if timestep_fs is None:
+        _file_value_checked(traj, "timestep_fs", "time between frames", "fs", TIMESTEP_RANGE_FS, exclusive=False)
+    if temperature_K is None:
+        _file_value_checked(traj, "temperature_K", "temperature", "K", TEMPERATURE_RANGE_K, exclusive=True)
     # The INCAR beside the file gives what the trajectory itself does not store.
     need_time = timestep_fs is None and traj.timestep_fs is None
     need_temp = temperature_K is None and traj.temperature_K is None
@@ -325,6 +377,7 @@ def sniff_species(
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     file = locate_trajectory(path) if path.is_dir() else path
+    check_regular(file)
     fmt = (format or "").lower() or None
     if fmt is None:
         fmt = _guess_format(file)

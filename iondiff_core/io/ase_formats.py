@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from iondiff_core.errors import InputError
+from iondiff_core.io.limits import check_atom_frames, check_regular, check_text_bytes
 from iondiff_core.io.xdatcar import compression_of, open_decompressed, strip_compression_suffix
 from iondiff_core.trajectory import Trajectory
 
@@ -142,13 +143,13 @@ def read_ase(
         raise InputError(f"{path}: reading this format needs the 'ase' package") from None
     path = Path(path)
     src = str(path)
-    if not path.is_file():
-        raise InputError(f"{src}: no such file")
+    check_regular(path)
     fmt = format or guess_ase_format(path)
     warnings: list[str] = []
     with _Plain(path) as plain:
         if plain.stat().st_size == 0:
             raise InputError(f"{src}: the file is empty")
+        check_text_bytes(src, plain.stat().st_size)  # compressed: counted while decompressing
         if fmt is None:
             try:
                 fmt = filetype(str(plain), guess=False)
@@ -185,6 +186,7 @@ def read_ase(
                         break
                     raise InputError(f"{src}: cannot read frame {k + 1} as {fmt} ({_one_line(e)})") from None
                 k = len(pos_list) + 1
+                check_atom_frames(src, len(atoms), k)
                 if numbers0 is None:
                     numbers0 = atoms.numbers.copy()
                     symbols0 = atoms.get_chemical_symbols()

@@ -12,11 +12,13 @@ import numpy as np
 
 from iondiff_core.errors import InputError
 from iondiff_core.io.frames import FrameSink, map_types, parse_type_map
+from iondiff_core.io.limits import check_atom_frames, check_regular
 
 _BLOCK_BYTES = 8 << 20  # all-atom positions handed to the sink at once
 
 
 def _open(path, src):
+    check_regular(path)
     try:
         from ase.io import Trajectory as AseTrajectory
 
@@ -56,6 +58,7 @@ def read_ase_traj(path: str | Path, type_map=None, *, keep: str = "all", mobile:
         first = tr[0]
         numbers0 = first.numbers.copy()
         species = first.get_chemical_symbols()
+        check_atom_frames(src, len(species), T)
         if tmap is not None:
             species = map_types(species, tmap, src, "species")
         sink = FrameSink(species, src, keep, mobile, dtype, capacity=T)

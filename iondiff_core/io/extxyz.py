@@ -30,7 +30,8 @@ from iondiff_core.io.frames import (
     parse_type_map,
     read_head,
 )
-from iondiff_core.io.xdatcar import open_decompressed
+from iondiff_core.io.xdatcar import MAX_ATOMS, open_decompressed
+from iondiff_core.trajectory import cell_problem
 
 _LATTICE = re.compile(rb'Lattice\s*=\s*"([^"]*)"')
 _PROPS = re.compile(rb"Properties\s*=\s*(\S+)")
@@ -68,8 +69,8 @@ def _header(head: bytes, src: str):
         n = int(lines[0].split()[0])
     except (ValueError, IndexError):
         raise InputError(f"{src} line 1: expected the number of atoms, got {lines[0][:60].decode('latin-1')!r}") from None
-    if n <= 0:
-        raise InputError(f"{src} line 1: {n} atoms")
+    if n <= 0 or n > MAX_ATOMS:
+        raise InputError(f"{src} line 1: {n} atoms (a corrupt header: expected 1 to {MAX_ATOMS:,})")
     comment = lines[1].rstrip(b"\r")
     m = _PROPS.search(comment)
     props = m.group(1).decode("latin-1") if m else "species:S:1:pos:R:3"
@@ -190,10 +191,15 @@ def read_extxyz(
                 raise InputError(
                     f"{src} line {chunk.line0 + k * L + 1}: frame {chunk.frame0 + k}: Lattice must hold 9 numbers"
                 ) from None
-            det = np.linalg.det(cells)
+            with np.errstate(invalid="ignore"):  # NaN cells are named below
+                det = np.linalg.det(cells)
             if np.any(np.abs(det) < 1e-9):
                 k = int(np.flatnonzero(np.abs(det) < 1e-9)[0])
                 raise InputError(f"{src} line {chunk.line0 + k * L + 1}: frame {chunk.frame0 + k} has a zero-volume cell")
+            bad = cell_problem(cells)
+            if bad:
+                k = bad[0]
+                raise InputError(f"{src} line {chunk.line0 + k * L + 1}: frame {chunk.frame0 + k}: {bad[1]}")
             if any(set(x.upper().split()) - {b"T", b"TRUE", b"1"} for x in set(_PBC.findall(comments))):
                 for k in range(n):
                     m = _PBC.search(chunk.line(k * L + 1))

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from iondiff_core.errors import InputError
-from iondiff_core.trajectory import MOBILE_PREFERENCE, Trajectory
+from iondiff_core.io.limits import check_atom_frames
+from iondiff_core.trajectory import MOBILE_PREFERENCE, Trajectory, cell_problem
 
 #: Decompressed bytes handled per chunk; bounds the readers' working memory.
 CHUNK_BYTES = 4 << 20
+#: Refuse numbers in atom columns (ids, positions, image flags) beyond this: a corrupt
+#: file, and float32 positions or the unwrapping would overflow.
+MAX_ABS_VALUE = 1e15
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -151,18 +155,27 @@ class FrameSink:
             return
         cells = np.broadcast_to(np.asarray(cells, dtype=float), (n, 3, 3))
         a, b = self.T, self.T + n
+        check_atom_frames(self.src, self.n_file, b)
         self._grow(b)
         self.positions[a:b] = frac if self.sel is None else frac[:, self.sel]
         if self.cell0 is None:
+            self._check_cells(cells[:1], a)
             self.cell0 = np.array(cells[0])
         if self.cells is None and not np.array_equal(cells, np.broadcast_to(self.cell0, cells.shape)):
             self.cells = np.empty((self.cap, 3, 3))
             self.cells[:a] = self.cell0
         if self.cells is not None:
+            self._check_cells(cells, a)
             self.cells[a:b] = cells
         if self.drift is not None:
             self._add_drift(frac[:, self.fw], cells, a, b)
         self.T = b
+
+    def _check_cells(self, cells: np.ndarray, first: int) -> None:
+        """Refuse an implausible cell (every format's backstop; readers name the line when they can)."""
+        bad = cell_problem(cells)
+        if bad:
+            raise InputError(f"{self.src}: frame {first + bad[0] + 1}: {bad[1]}")
 
     def _add_drift(self, fw: np.ndarray, cells: np.ndarray, a: int, b: int) -> None:
         """Mean unwrapped displacement of the framework atoms from frame 0 (Å)."""
@@ -332,7 +345,7 @@ def parse_columns(text: bytes, ncols: int, usecols: list[int], rows: int) -> np.
     out = df.to_numpy(dtype=np.float64)
     if list(usecols) != sorted(usecols):  # pandas returns file order; reorder to the order asked for
         out = out[:, np.argsort(np.argsort(usecols))]
-    return out if np.isfinite(out).all() else None
+    return out if (np.abs(out) <= MAX_ABS_VALUE).all() else None  # NaN fails too
 
 
 def diagnose_lines(src: str, chunk: TextChunk, first: int, count: int, per_frame: int, ncols: int, numeric: list[int], what: str) -> None:
@@ -352,6 +365,8 @@ def diagnose_lines(src: str, chunk: TextChunk, first: int, count: int, per_frame
                 if not _FLOAT_RE.match(toks[c]):
                     kind = "non-finite" if toks[c].lower().lstrip("+-") in ("nan", "inf", "infinity") else "not a number"
                     raise InputError(f"{where}: {toks[c]!r} is {kind} (frame {frame}): {raw[:60]!r}")
+                if abs(float(toks[c])) > MAX_ABS_VALUE:
+                    raise InputError(f"{where}: {toks[c]!r} is beyond ±{MAX_ABS_VALUE:.0e}, a corrupt file (frame {frame})")
     raise InputError(f"{src} lines {chunk.line0}-{chunk.line0 + len(chunk.starts) - 1}: could not read the {what}")
 
 

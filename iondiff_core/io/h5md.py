@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from iondiff_core.errors import InputError
+from iondiff_core.io.limits import check_atom_frames, check_regular
+from iondiff_core.trajectory import cell_problem
 from iondiff_core.io.frames import FrameSink, map_types, parse_type_map
 
 _BLOCK_BYTES = 32 << 20  # raw positions read per block
@@ -85,6 +87,7 @@ def _species_of(g, n: int, tmap, src: str) -> list[str]:
 def sniff_h5md(path: str | Path, type_map=None, group: str | None = None) -> dict:
     h5py = _h5py()
     src = str(path)
+    check_regular(path)
     try:
         with h5py.File(path, "r") as f:
             g, _ = _group(f, src, group)
@@ -113,8 +116,9 @@ def _boxes(g, T: int, scale: float, src: str) -> tuple[np.ndarray, bool]:
         cells = (data if data.ndim == 2 else np.diag(data))[None]
     if cells.shape[1:] != (3, 3):
         raise InputError(f"{src}: box/edges has shape {data.shape}; expected 3 lengths or a 3x3 matrix")
-    if np.any(np.abs(np.linalg.det(cells)) < 1e-9):
-        raise InputError(f"{src}: a box has zero volume")
+    bad = cell_problem(cells)
+    if bad:
+        raise InputError(f"{src}: box/edges of frame {bad[0] + 1}: {bad[1]}")
     return cells, timed
 
 
@@ -132,6 +136,7 @@ def read_h5md(
     src = str(path)
     warnings: list[str] = []
     tmap = parse_type_map(type_map)
+    check_regular(path)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -145,6 +150,7 @@ def read_h5md(
         T, N = ds.shape[0], ds.shape[1]
         if T == 0:
             raise InputError(f"{src}: no frame")
+        check_atom_frames(src, N, T)
         scale = _unit(ds, _LENGTH, "angstrom", "length", src, warnings)
         species = _species_of(g, N, tmap, src)
         cells, timed = _boxes(g, T, scale, src)

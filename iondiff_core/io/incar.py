@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 from iondiff_core.errors import InputError
+from iondiff_core.trajectory import TEMPERATURE_RANGE_K, TIMESTEP_RANGE_FS
 
 _MAX_INCAR_BYTES = 4 << 20
 _TEXT_BYTES = bytes(range(32, 256)) + b"\t\n\r\x0b\x0c"
@@ -160,8 +161,12 @@ def read_incar(path: str | Path) -> dict:
     tebeg = num("TEBEG")
     teend = num("TEEND")
     ibrion = num("IBRION", integer=True)
-    if tebeg is not None and tebeg <= 0:
-        warnings.append(f"{src} line {where['TEBEG']}: TEBEG = {tags['TEBEG']!r} K is not a temperature; ignored")
+    t_lo, t_hi = TEMPERATURE_RANGE_K
+    if tebeg is not None and not t_lo < tebeg < t_hi:
+        warnings.append(
+            f"{src} line {where['TEBEG']}: TEBEG = {tags['TEBEG']!r} K is not plausible as a temperature "
+            f"(between {t_lo:g} and {t_hi:g} K); ignored"
+        )
         tebeg = None
 
     if potim is None:
@@ -177,6 +182,13 @@ def read_incar(path: str | Path) -> dict:
         timestep = potim * (nblock or 1) if ("NBLOCK" not in tags or nblock is not None) else None
         if timestep is None:
             warnings.append(f"{src}: NBLOCK is unreadable, so the time between frames is unknown")
+        elif not TIMESTEP_RANGE_FS[0] <= timestep <= TIMESTEP_RANGE_FS[1]:
+            warnings.append(
+                f"{src} line {where['POTIM']}: POTIM x NBLOCK = {potim:g} x {nblock or 1:g} = {timestep:.3g} fs between "
+                f"frames is not plausible ({TIMESTEP_RANGE_FS[0]:g} to {TIMESTEP_RANGE_FS[1]:g} fs); ignored: "
+                "give the timestep (fs)"
+            )
+            timestep = None
     if "TEBEG" not in tags:
         warnings.append(f"{src}: no TEBEG, so the temperature is unknown")
     if tebeg is not None and teend is not None and teend > 0 and abs(teend - tebeg) > 1e-9:

@@ -31,7 +31,8 @@ from iondiff_core.io.frames import (
     parse_type_map,
     read_head,
 )
-from iondiff_core.io.xdatcar import open_decompressed
+from iondiff_core.io.xdatcar import MAX_ATOMS, open_decompressed
+from iondiff_core.trajectory import cell_problem
 
 _P = 9  # header lines per frame
 _POSITION_SETS = (  # (columns, scaled, unwrapped), most direct first
@@ -76,8 +77,8 @@ def _layout(head: bytes, src: str) -> _Layout:
         lay.n_atoms = int(lines[3])
     except ValueError:
         raise InputError(f"{src} line 4: the number of atoms must be a whole number, got {lines[3][:40]!r}") from None
-    if lay.n_atoms <= 0:
-        raise InputError(f"{src} line 4: {lay.n_atoms} atoms")
+    if lay.n_atoms <= 0 or lay.n_atoms > MAX_ATOMS:
+        raise InputError(f"{src} line 4: {lay.n_atoms} atoms (a corrupt header: expected 1 to {MAX_ATOMS:,})")
     lay.box_line = lines[4].strip()
     lay.atoms_line = lines[8].strip()
     box_words = lay.box_line.decode("latin-1").split()[3:]
@@ -265,9 +266,16 @@ def read_lammps_dump(
             except ValueError:
                 box = _bad_box(src, chunk, L, nb)
             cells, origin = _cells(box, lay.triclinic)
-            if np.any(np.abs(np.linalg.det(cells)) < 1e-9):
-                k = int(np.flatnonzero(np.abs(np.linalg.det(cells)) < 1e-9)[0])
-                raise InputError(f"{src} line {chunk.line0 + k * L + 5}: frame {chunk.frame0 + k} has a zero-volume box")
+            flat = ~(np.einsum("nii->ni", cells) > 0).all(axis=1)  # hi <= lo (NaN too)
+            if flat.any():
+                k = int(np.flatnonzero(flat)[0])
+                raise InputError(
+                    f"{src} line {chunk.line0 + k * L + 5}: frame {chunk.frame0 + k} has a zero-volume box (hi <= lo, or not a number)"
+                )
+            bad = cell_problem(cells)
+            if bad:
+                k = bad[0]
+                raise InputError(f"{src} line {chunk.line0 + k * L + 5}: frame {chunk.frame0 + k}: {bad[1]}")
             arr = parse_columns(chunk.join(_P, N, L), ncol, numeric, n * N)
             if arr is None:
                 diagnose_lines(src, chunk, _P, N, L, ncol, numeric, "atom columns " + " ".join(lay.cols))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from iondiff_core.errors import InputError
+from iondiff_core.trajectory import cell_problem
 from iondiff_core.io.frames import FrameSink, map_types, parse_type_map
 from iondiff_core.io.xdatcar import clean_species_label, open_decompressed
 
@@ -137,8 +138,9 @@ def read_vasprun(path: str | Path, *, type_map=None, keep: str = "all", mobile: 
                         raise InputError(f"{src}: ionic step {step} comes before <atominfo>")
                     if positions is None or basis is None:
                         raise InputError(f"{src}: ionic step {step} has no structure (basis and positions)")
-                    if abs(np.linalg.det(basis)) < 1e-9:
-                        raise InputError(f"{src}: ionic step {step} has a zero-volume cell")
+                    bad = cell_problem(basis)
+                    if bad:
+                        raise InputError(f"{src}: ionic step {step}: {bad[1]}")
                     if sink is None:
                         sink = FrameSink(species, src, keep, mobile, dtype, capacity=1024)
                     block_pos.append(positions)

@@ -30,10 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from iondiff_core.errors import InputError
-from iondiff_core.trajectory import Trajectory
+from iondiff_core.io.limits import active as active_limits
+from iondiff_core.io.limits import check_atom_frames, check_text_bytes, open_regular
+from iondiff_core.trajectory import MIN_CELL_SHAPE, Trajectory, cell_problem
 
 #: Refuse headers claiming more atoms than this (a corrupt or hostile count line).
 MAX_ATOMS = 10_000_000
+#: Refuse coordinates larger than this in absolute value (fractional: cells; Cartesian: Å):
+#: no trajectory holds them, and float32 or the unwrapping would overflow.
+MAX_ABS_COORD = 1e8
 #: Decompressed bytes parsed per chunk; bounds the reader's working memory.
 CHUNK_BYTES = 4 << 20
 #: Worker threads parsing chunks (pandas releases the GIL); capped by the CPU count.
@@ -54,11 +59,11 @@ _WS = b" \t\r\n\x0b\x0c"
 # --------------------------------------------------------------------------- files
 def compression_of(path: str | Path) -> str | None:
     """Compression of a file from its magic bytes: ``'gzip'``, ``'xz'``, ``'bz2'`` or None."""
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path) as f:
+        try:
             head = f.read(10)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
+        except OSError as e:
+            raise InputError(f"{path}: read error ({e.strerror or e})") from None
     for magic, kind in _MAGIC:
         if head.startswith(magic):
             return kind
@@ -80,18 +85,29 @@ class DecompressedStream(io.RawIOBase):
     data that could be decompressed and sets :attr:`truncated` instead of raising, so
     the reader can drop the incomplete last frame with a warning. Concatenated members
     (pigz, pbzip2, multi-stream xz) are followed. Corrupt data raises InputError.
+
+    Only regular files are opened (see :func:`~iondiff_core.io.limits.open_regular`), and
+    the text is counted against the active ``max_text_bytes``
+    (:class:`~iondiff_core.io.limits.ReadLimits`): a plain file over it is refused before
+    reading, a compressed one as soon as its decompressed text passes it.
     """
 
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = str(path)
-        self.kind = compression_of(path)
-        self.truncated = False
+        self._f = open_regular(path)
         try:
-            self._f = open(path, "rb")
-        except OSError as e:
-            raise InputError(f"{path}: cannot open ({e.strerror or e})") from None
+            self.kind = compression_of(path)
+            if self.kind is None:
+                check_text_bytes(self.path, os.fstat(self._f.fileno()).st_size)
+        except BaseException:
+            self._f.close()
+            raise
+        self.truncated = False
+        self.text_bytes = 0  # decompressed bytes produced so far
         self._dec = self._new_decoder()
+        self._tail = b""  # compressed bytes read but not yet decompressed
+        self._trailing_garbage = False
         self._pending = b""
         self._eof = False
 
@@ -115,10 +131,16 @@ class DecompressedStream(io.RawIOBase):
             while chunk := self._next_chunk(_RAW_READ):
                 parts.append(chunk)
             return b"".join(parts)
-        if not self._pending:
-            self._pending = self._next_chunk(size)
-        out, self._pending = self._pending[:size], self._pending[size:]
-        return out
+        parts, have = [], 0
+        while have < size:  # whole reads, like a plain file: pieces are bounded, not the request
+            if not self._pending:
+                self._pending = self._next_chunk(size - have)
+                if not self._pending:
+                    break
+            take, self._pending = self._pending[: size - have], self._pending[size - have :]
+            parts.append(take)
+            have += len(take)
+        return b"".join(parts)
 
     readall = read
 
@@ -128,38 +150,70 @@ class DecompressedStream(io.RawIOBase):
         return len(data)
 
     def _next_chunk(self, size: int) -> bytes:
-        """The next piece of the decompressed data (any length), b'' at the end."""
+        """The next piece of the decompressed data, at most ``max(size, 64 KiB)`` bytes
+        (so a small input that inflates a thousandfold never lands in memory at once);
+        b'' at the end."""
         if self._eof:
             return b""
         if self._dec is None:
             try:
-                return self._f.read(max(size, 1))
+                out = self._f.read(max(size, 1))
             except OSError as e:
                 raise InputError(f"{self.path}: read error ({e.strerror or e})") from None
-        size = max(size // 4, 65536)  # compressed bytes to read: text compresses about 4x
+            return self._count(out)
+        limit = max(size, 65536)
         while True:
-            raw = self._f.read(size)
-            if not raw:
-                self._eof = True
-                if not getattr(self._dec, "eof", True):
-                    self.truncated = True
-                return b""
             try:
-                out = self._decompress(raw)
+                out = self._step(limit)
             except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as e:
                 raise InputError(f"{self.path}: corrupt {self.kind} data ({e})") from None
             if out:
-                return out
+                return self._count(out)
+            if self._trailing_garbage:
+                self._eof = True
+                return b""
+            if out is None:  # the decoder needs more compressed bytes
+                try:
+                    raw = self._f.read(max(limit // 4, 65536))  # text compresses about 4x
+                except OSError as e:
+                    raise InputError(f"{self.path}: read error ({e.strerror or e})") from None
+                if not raw:
+                    self._eof = True
+                    if not self._dec.eof:
+                        self.truncated = True
+                    return b""
+                self._tail += raw
 
-    def _decompress(self, raw: bytes) -> bytes:
-        out = self._dec.decompress(raw)
-        # A finished member followed by more data: a concatenated stream.
-        while self._dec.eof and self._dec.unused_data:
-            rest = self._dec.unused_data
+    def _count(self, out: bytes) -> bytes:
+        self.text_bytes += len(out)
+        check_text_bytes(self.path, self.text_bytes)
+        return out
+
+    def _step(self, limit: int) -> bytes | None:
+        """Up to ``limit`` decompressed bytes from the compressed bytes held; None when the
+        decoder needs more. A finished member followed by more data is a concatenated
+        stream (pigz, pbzip2, multi-stream xz): a new decoder takes over."""
+        dec = self._dec
+        if dec.eof:
+            rest = dec.unused_data + self._tail
+            self._tail = b""
+            if not rest:
+                return None  # between members: more input may start another one
             if self.kind == "gzip" and not rest.startswith(b"\x1f\x8b"):
-                break  # trailing garbage after a gzip member is ignored, as gzip does
-            self._dec = self._new_decoder()
-            out += self._dec.decompress(rest)
+                self._trailing_garbage = True  # ignored, as gzip does
+                return b""
+            self._dec = dec = self._new_decoder()
+            self._tail = rest
+        if self.kind == "gzip":
+            if not self._tail:
+                return None
+            out = dec.decompress(self._tail, limit)
+            self._tail = dec.unconsumed_tail  # what max_length left unread
+            return out
+        if not self._tail and dec.needs_input:
+            return None
+        out = dec.decompress(self._tail, limit)  # lzma/bz2 keep what max_length left inside
+        self._tail = b""
         return out
 
     def close(self) -> None:
@@ -271,7 +325,10 @@ def _parse_lattice(lines: list[str], src: str, first_line: int) -> np.ndarray:
     lat = np.array(rows)
     if not np.all(np.isfinite(lat)):
         raise InputError(f"{src} line {first_line}: the cell holds non-finite numbers")
-    if abs(np.linalg.det(lat)) < 1e-12 * max(1.0, np.abs(lat).max() ** 3):
+    unit = lat / max(np.abs(lat).max(), 1e-300)  # the shape, whatever the magnitude (scaled later)
+    with np.errstate(all="ignore"):
+        shape = abs(np.linalg.det(unit)) / np.prod(np.linalg.norm(unit, axis=1))
+    if not shape >= MIN_CELL_SHAPE:
         raise InputError(f"{src} line {first_line}: the cell vectors are linearly dependent (zero volume)")
     return lat
 
@@ -312,6 +369,9 @@ def _parse_header(buf: bytes, src: str, path: Path | None, species: list[str] | 
         raise InputError(f"{src}: not an XDATCAR (the header needs at least 8 lines, found {len(text)})")
     h.lattice = _parse_lattice(text[2:5], src, 3)
     h.cell = _scale_cell(h.scale, h.lattice, src, 2)
+    bad = cell_problem(h.cell)
+    if bad:
+        raise InputError(f"{src} lines 2-5: {bad[1]} (scale {_short(text[1])!r})")
 
     t6 = text[5].split()
     if not t6:
@@ -472,7 +532,7 @@ def _parse_checked(text: bytes, ncols: int, rows: int) -> np.ndarray | None:
         arr = _parse_block(text, ncols)
     except Exception:  # pandas/numpy parse errors: the caller finds and names the line
         return None
-    if arr.shape != (rows, 3) or not np.isfinite(arr).all():
+    if arr.shape != (rows, 3) or not (np.abs(arr) <= MAX_ABS_COORD).all():  # NaN fails too
         return None
     return arr
 
@@ -518,6 +578,10 @@ def _diagnose(src: str, buf: bytes, blocks: list[tuple[int, int, int, int]], nco
                     raise InputError(f"{where}: {tok!r} is not a number (frame {frame}): {_short(line)!r}")
             if not all(np.isfinite(float(t)) for t in toks[:3]):
                 raise InputError(f"{where}: non-finite coordinate in {_short(line)!r} (frame {frame})")
+            if not all(abs(float(t)) <= MAX_ABS_COORD for t in toks[:3]):
+                raise InputError(
+                    f"{where}: coordinate beyond ±{MAX_ABS_COORD:.0e} in {_short(line)!r} (frame {frame}): a corrupt file"
+                )
     first, last = blocks[0], blocks[-1]
     raise InputError(
         f"{src} lines {first[3]}-{last[3] + n_atoms - 1}: could not read the coordinates (frames {first[0]}-{last[0]})"
@@ -686,6 +750,9 @@ def _read_stream(stream, src, path, species, chunk_bytes, keep="all", mobile=Non
 
     per_frame = len(body.buf) / max(body.buf.count(b"\n"), 1) * L
     body.chunk = auto_chunk(path, stream, per_frame, sink.positions.shape[1], sink.dtype.itemsize, body.chunk)
+    cap = getattr(active_limits(), "max_atom_frames", None)
+    if cap is not None:  # chunks no larger than the frames allowed: the read stops near the cap
+        body.chunk = int(min(body.chunk, max(per_frame * (cap // N + 2), 1 << 16)))
     T_sub = 0  # frames submitted for parsing
     last_frame_note = None
 
@@ -768,6 +835,7 @@ def _read_stream(stream, src, path, species, chunk_bytes, keep="all", mobile=Non
                 for fno, a, b, line in spans:
                     blocks.append((fno, off, off + (b - a), line))
                     off += b - a
+                check_atom_frames(src, N, T_sub + len(blocks))  # before parsing what is past the limit
                 while len(pending) >= n_workers:
                     store(pending.popleft())
                 frame_cells = _frame_cells(buf, heads, src, head_ref, hdr.n_header) if variable else None
@@ -861,6 +929,15 @@ def _frame_cells(buf, heads, src, head_ref, n_header) -> tuple[np.ndarray, np.nd
     All the frames' scale and lattice lines are converted in one go; if anything looks
     wrong, the frames are re-read one by one to name the bad line.
     """
+    cells, lat = _frame_cells_unchecked(buf, heads, src, head_ref, n_header)
+    bad = cell_problem(cells)
+    if bad:
+        rline = heads[bad[0]][2]
+        raise InputError(f"{src} lines {rline + 1}-{rline + 4}: {bad[1]}")
+    return cells, lat
+
+
+def _frame_cells_unchecked(buf, heads, src, head_ref, n_header) -> tuple[np.ndarray, np.ndarray]:
     species_line, counts_line = head_ref
     toks, ok = [], True
     for r, mk, _ in heads:

@@ -197,7 +197,7 @@ def test_batch_cli_through_the_workers_matches_local(stack, tmp_path):
     out = {}
     for mode in ("local", "celery"):
         out[mode] = stack.data / f"batch-{mode}"
-        cmd = [sys.executable, "-m", "iondiff_core", "batch", str(stack.sims), "--out-dir", str(out[mode]), "-q"]
+        cmd = [sys.executable, "-m", "dashboard", "batch", str(stack.sims), "--out-dir", str(out[mode]), "-q"]
         r = subprocess.run(cmd + (["--celery"] if mode == "celery" else ["--jobs", "1"]), cwd=ROOT, env=stack.env,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr

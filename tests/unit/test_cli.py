@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from iondiff_core.cli import main, material_of
+from iondiff_core.batch import material_of
+from iondiff_core.cli import main
 from iondiff_core.io import write_xdatcar
 from iondiff_core.synthetic import make_synthetic, match_hops
 
@@ -143,3 +144,89 @@ def test_damaged_gzip_exits_2_and_allow_truncated_analyses_its_complete_frames(t
     assert main(["analyze", str(folder), "-q", "--allow-truncated", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert 20 <= doc["input"]["frames"] < 400 and any(w.startswith("DAMAGED FILE") for w in doc["warnings"])
+
+
+# --------------------------------------------------------------------------- bad outputs and implausible values
+def _refuse_analysis(monkeypatch):
+    """Make any analysis fail the test: the refusals below must come before it."""
+    from iondiff_core import pipeline
+
+    def no_analysis(*a, **k):
+        raise AssertionError("the analysis ran before the output path was checked")
+
+    monkeypatch.setattr(pipeline, "analyze", no_analysis)
+
+
+@pytest.fixture
+def small_run(tmp_path):
+    syn = make_synthetic(n_frames=300, n_mobile=4, chain_sizes=(1,), seed=2)
+    return write_run(tmp_path / "LiX_600K", syn)
+
+
+def test_unwritable_out_fails_at_once(small_run, tmp_path, monkeypatch, capsys):
+    import os
+
+    _refuse_analysis(monkeypatch)
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    cases = {
+        str(tmp_path / "missing" / "r.json"): "does not exist",
+        "/proc/iondiff-r.json": "cannot write in /proc",  # read-only even for root
+        str(tmp_path): "is a folder",
+        str(fifo): "is not a regular file",
+    }
+    for flag in ("--out", "--hops-csv"):
+        for out, words in cases.items():
+            assert main(["analyze", str(small_run), "-q", flag, out]) == 2
+            err = capsys.readouterr().err
+            assert f"error: {flag} {out}: " in err and words in err, err
+    assert fifo.exists() and not fifo.is_file()  # never replaced by a file
+    assert main(["batch", str(small_run), "--out-dir", "/proc/iondiff-batch", "-q"]) == 2
+    assert "--out-dir /proc/iondiff-batch: cannot create the folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(getattr(__import__("os"), "geteuid", lambda: 0)() == 0, reason="root writes in read-only folders")
+def test_read_only_out_folder_fails_at_once(small_run, tmp_path, monkeypatch, capsys):
+    _refuse_analysis(monkeypatch)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert main(["analyze", str(small_run), "-q", "--out", str(ro / "r.json")]) == 2
+        assert "cannot write in" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.parametrize("flag,value", [("--temperature", "1e308"), ("--temperature", "-5"), ("--temperature", "nan"),
+                                        ("--timestep-fs", "1e30"), ("--timestep-fs", "0.001"), ("--timestep-fs", "inf")])
+def test_implausible_explicit_values_are_refused_at_once(small_run, flag, value, monkeypatch, capsys):
+    _refuse_analysis(monkeypatch)
+    assert main(["analyze", str(small_run), "-q", flag, value]) == 2
+    assert "must be between" in capsys.readouterr().err
+    assert main(["batch", str(small_run), "--out-dir", str(small_run.parent / "b"), "-q", flag, value]) == 2
+
+
+@pytest.mark.parametrize("incar,tag", [("POTIM = 2\nNBLOCK = 1e30\nTEBEG = 600\n", "NBLOCK"),
+                                       ("POTIM = 1e6\nNBLOCK = 1\nTEBEG = 600\n", "POTIM"),
+                                       ("POTIM = 0.001\nNBLOCK = 1\nTEBEG = 600\n", "POTIM"),
+                                       ("POTIM = 2\nNBLOCK = 5\nTEBEG = 1e308\n", "TEBEG")])
+def test_implausible_incar_values_are_ignored_with_a_warning(small_run, incar, tag, capsys):
+    from iondiff_core.io import read_incar, read_trajectory
+
+    (small_run / "INCAR").write_text(incar)
+    info = read_incar(small_run / "INCAR")
+    warned = [w for w in info["warnings"] if tag in w and "not plausible" in w]
+    assert len(warned) == 1 and "INCAR line" in warned[0]
+    traj = read_trajectory(small_run)
+    if tag == "TEBEG":
+        assert traj.temperature_K is None and traj.timestep_fs == 10.0
+    else:
+        assert traj.timestep_fs is None and traj.temperature_K == 600.0
+        # Without a timestep the time-dependent results are undetermined, and the warning says why.
+        assert main(["analyze", str(small_run), "-q"]) == 0
+        out, err = capsys.readouterr()
+        assert "D_tracer = undetermined" in out and f"warning: {small_run / 'INCAR'} line" in err and tag in err
+        assert main(["analyze", str(small_run), "-q", "--timestep-fs", "10"]) == 0
+        assert "D_tracer = undetermined" not in capsys.readouterr().out
+    assert any(tag in w and "not plausible" in w for w in traj.warnings)

@@ -454,7 +454,7 @@ def test_folder_errors(tmp_path):
     write_xdatcar(traj, tmp_path / "XDATCAR_700K")
     with pytest.raises(InputError, match="several trajectories"):
         read_trajectory(tmp_path)
-    with pytest.raises(InputError, match="timestep_fs must be a positive"):
+    with pytest.raises(InputError, match="timestep_fs must be between 0.01 and 100000 fs"):
         read_trajectory(tmp_path / "XDATCAR_600K", timestep_fs=-1)
 
 
