@@ -20,8 +20,6 @@ RUN pip install -r requirements.txt
 # Everything the app reads at run time (.dockerignore keeps tests, benchmarks, data out).
 COPY iondiff_core/ iondiff_core/
 COPY dashboard/ dashboard/
-COPY pages/ pages/
-COPY assets/ assets/
 COPY docs/*.md docs/
 COPY app.py gunicorn.conf.py ./
 

@@ -16,22 +16,6 @@ if os.environ.get("REDIS_URL"):
     from dashboard.celery_app import celery_app  # noqa: F401  (the worker imports it from here)
 
 if __name__ == "__main__":
-    from dashboard.config import AddressError, serve_address
+    from dashboard.serving import main
 
-    try:
-        host, port, note = serve_address()
-    except AddressError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if note:
-        print(note, flush=True)
-    from dashboard.serving import make_server
-
-    web = make_server(app, host, port, app.config_object)
-    print(f"IonDiff dashboard: http://{host}:{port}/  (Ctrl+C stops it)", flush=True)
-    try:
-        web.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        web.close()
+    sys.exit(main(app))

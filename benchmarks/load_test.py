@@ -61,7 +61,7 @@ class Client:
             return r.status, r.read()
 
     def upload(self, path: Path) -> dict:
-        """Post a file to /upload as assets/upload.js does (with the session's upload token)."""
+        """Post a file to /upload as dashboard/assets/upload.js does (with the session's upload token)."""
         tok = json.loads(self.request("/upload/token")[1])
         with open(path, "rb") as f:
             return json.loads(self.request(f"/upload?name={urllib.parse.quote(path.name)}", f.read(),

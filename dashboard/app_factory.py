@@ -1,6 +1,6 @@
 """Build the Dash app: job manager, server settings, upload route, pages.
 
-Routing is Dash Pages: each module of ``pages/`` declares its ``PAGE`` (path, name,
+Routing is Dash Pages: each module of ``dashboard/pages/`` declares its ``PAGE`` (path, name,
 title) and a ``layout(**query)``; :func:`create_app` registers them, so ``/?entry=<id>``
 reaches ``pages.analyse.layout(entry=<id>)``. A page's layout reads the app's
 :class:`Config` with :func:`page_config` (per app, so several apps can share a process).
@@ -15,6 +15,7 @@ first-request set-up before the app serves anyone (the gunicorn start-up race)."
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import dash
 import diskcache
@@ -24,6 +25,10 @@ from flask_caching import Cache
 
 from dashboard import auth, uploads
 from dashboard.config import Config
+
+#: Where the docs the pages link to are: the checkout's docs/, or the installed package's copy
+#: (pyproject.toml installs docs/*.md as ``dashboard/docs``).
+DOCS_FOLDERS = (Path(__file__).resolve().parent / "docs", Path(__file__).resolve().parents[1] / "docs")
 
 #: Where a page's layout finds the app's Config: ``server.config[CONFIG_KEY]``.
 CONFIG_KEY = "iondiff.config"
@@ -115,7 +120,7 @@ def make_manager(cfg: Config):
 def create_app(data_dir=None, roots=None) -> Dash:
     """The dashboard, with its data under ``data_dir`` (default $IONDIFF_DATA or ./data)
     and the server-side picker limited to ``roots`` (default $IONDIFF_ROOTS)."""
-    from pages import analyse, library
+    from dashboard.pages import analyse, library
 
     cfg = Config.from_env(data_dir, roots)
     app = Dash(
@@ -126,7 +131,7 @@ def create_app(data_dir=None, roots=None) -> Dash:
         health_endpoint="health",
         use_pages=True,
         pages_folder="",  # the pages are registered below, not imported from a folder a second time
-        assets_folder=str(__import__("pathlib").Path(__file__).resolve().parents[1] / "assets"),
+        assets_folder=str(Path(__file__).resolve().parent / "assets"),
     )
     server = app.server
     server.secret_key = cfg.secret_key
@@ -157,8 +162,8 @@ def create_app(data_dir=None, roots=None) -> Dash:
         """The project's docs (METHOD.md ...), linked from the page's help."""
         from flask import abort, send_from_directory
 
-        folder = __import__("pathlib").Path(__file__).resolve().parents[1] / "docs"
-        if not (folder / f"{name}.md").is_file():
+        folder = next((f for f in DOCS_FOLDERS if (f / f"{name}.md").is_file()), None)
+        if folder is None:
             abort(404)
         return send_from_directory(folder, f"{name}.md", mimetype="text/plain; charset=utf-8")
 

@@ -48,3 +48,37 @@ def make_server(app, host: str, port: int, cfg, threads: int = THREADS):
         if hasattr(s, "channel_class"):
             s.channel_class = Channel
     return server
+
+
+def main(app=None) -> int:
+    """``python app.py`` and the installed ``iondiff-dashboard`` command: serve the dashboard
+    with waitress on IONDIFF_HOST / IONDIFF_PORT (or the next free port), until Ctrl+C."""
+    import sys
+
+    try:
+        from dashboard.config import AddressError, serve_address
+
+        if app is None:
+            from dashboard.app_factory import create_app
+
+            app = create_app()
+    except ImportError as exc:
+        print(f"error: the dashboard needs its dependencies ({exc.name} is missing): "
+              "pip install \"iondiff[app]\" (or pip install -r requirements.txt in a checkout)", file=sys.stderr)
+        return 2
+    try:
+        host, port, note = serve_address()
+    except AddressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if note:
+        print(note, flush=True)
+    web = make_server(app, host, port, app.config_object)
+    print(f"IonDiff dashboard: http://{host}:{port}/  (Ctrl+C stops it)", flush=True)
+    try:
+        web.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        web.close()
+    return 0

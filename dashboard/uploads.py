@@ -1,7 +1,7 @@
 """Getting trajectories onto the server: a streaming upload route, and the server-side
 picker restricted to the configured roots.
 
-The browser posts the raw file as the request body (``assets/upload.js``), which the
+The browser posts the raw file as the request body (``dashboard/assets/upload.js``), which the
 route copies to disk in chunks: nothing holds the whole file in memory, on either side.
 
 Security: an upload belongs to the browser session that made it. Its folder's name is
@@ -9,7 +9,7 @@ derived from the session's random id and a per-upload reference (:func:`upload_f
 so the browser only ever holds the reference, which is worthless in another session; the
 folder name (the upload id) never leaves the server. ``/upload`` refuses cross-site posts
 (``Origin``/``Sec-Fetch-Site``) and asks for a per-session token in a header
-(:data:`TOKEN_HEADER`) that ``assets/upload.js`` fetches from ``/upload/token``.
+(:data:`TOKEN_HEADER`) that ``dashboard/assets/upload.js`` fetches from ``/upload/token``.
 :func:`resolve_source` is the one place a page's source becomes a path.
 """
 

@@ -5,7 +5,7 @@ Each view declares the slider parameters it depends on, so the page gives it its
 callback that a slider move triggers only when it changes that view: n_max redraws the
 pdf and the summary, never the 3D paths; no slider redraws the MSD or van Hove. All views
 of one slider position share one engine Result (``analysis.result_for`` memoises it).
-Pure of Dash callbacks: ``pages/analyse.py`` wires them, ``benchmarks/bench_sliders.py``
+Pure of Dash callbacks: ``dashboard/pages/analyse.py`` wires them, ``benchmarks/bench_sliders.py``
 times them.
 """
 

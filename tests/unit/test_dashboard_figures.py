@@ -195,7 +195,7 @@ def test_warnings_go_next_to_their_view():
 
 
 def test_concertedness_verdict_card_and_percolation():
-    from pages.analyse import verdict_card
+    from dashboard.pages.analyse import verdict_card
 
     conc = SimpleNamespace(observed_fraction=0.6, null_mean=0.2, null_ci95=(0.15, 0.25), excess=0.4, p_value=0.005,
                            replicas=200, verdict="percolated", message="apply a pair distance", null_p=None, null_p_ci95=None)

@@ -277,7 +277,7 @@ def test_methods_paragraph_reports_the_concertedness_test_and_d_interval_when_th
 def test_record_of_a_library_entry_and_the_docs_route(tmp_path):
     from dashboard import analysis
     from dashboard.app_factory import create_app
-    from pages.library import _record
+    from dashboard.pages.library import _record
 
     app = create_app(tmp_path / "data", roots=[])
     run = tmp_path / "LiX_600K"

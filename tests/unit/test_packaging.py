@@ -1,6 +1,7 @@
 """The engine stands alone: no module of ``iondiff_core`` imports the app, it imports
 and runs with the app's packages missing, and ``pip install .`` gives the engine and an
-``iondiff`` command without the dashboard."""
+``iondiff`` command; the dashboard, in the same wheel, runs as ``iondiff-dashboard`` once
+its dependencies (the ``app`` extra) are there."""
 
 import ast
 import os
@@ -39,8 +40,7 @@ def test_the_app_uses_the_engine_not_its_command_line():
     """The dashboard takes what it shares with ``batch`` from iondiff_core.batch, never from the CLI."""
     users = {
         str(p.relative_to(ROOT))
-        for folder in ("dashboard", "pages")
-        for p in (ROOT / folder).rglob("*.py")
+        for p in (ROOT / "dashboard").rglob("*.py")
         if "iondiff_core.cli" in _imported_modules(p) and p.name != "__main__.py"
     }
     assert users == set()
@@ -118,8 +118,10 @@ def _names(requirements) -> set[str]:
 @pytest.mark.slow
 def test_pip_install_gives_the_engine_and_the_iondiff_command(tmp_path):
     """``pip install .`` into a fresh venv (dependencies from the system site, no download):
-    the ``iondiff`` command analyses a run from a folder outside the checkout; the dashboard
-    is not installed; the ``app`` extra lists what requirements.txt pins."""
+    the ``iondiff`` command analyses a run from a folder outside the checkout; the
+    ``iondiff-dashboard`` command serves the installed dashboard (pages, browser assets, the
+    docs its help links to); neither tests nor benchmarks are installed; the ``app`` extra
+    lists what requirements.txt pins."""
     src = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "data", "build", "*.egg-info", "__pycache__",
                                                              ".pytest_cache", "screenshots*"))
@@ -147,7 +149,7 @@ def test_pip_install_gives_the_engine_and_the_iondiff_command(tmp_path):
     assert call(py, "-m", "iondiff_core", "--help").stdout == help_.stdout  # the same command
     where = call(py, "-c", "import iondiff_core, sys; print(iondiff_core.__file__)")
     assert where.stdout.startswith(str(venv)), where.stdout  # the installed copy, not the checkout
-    for name in ("dashboard", "pages", "app", "tests", "benchmarks"):
+    for name in ("pages", "app", "tests", "benchmarks"):
         r = call(py, "-c", f"import {name}")
         assert r.returncode == 1 and "ModuleNotFoundError" in r.stderr, (name, r.stderr)
     meta = call(py, "-c", "import importlib.metadata as m; d = m.distribution('iondiff'); "
@@ -159,3 +161,41 @@ def test_pip_install_gives_the_engine_and_the_iondiff_command(tmp_path):
     pinned = _names((ROOT / "requirements.txt").read_text().splitlines())
     assert _names(engine) | _names(app) == pinned and not _names(engine) & _names(app)
     assert {"dash", "flask", "celery"} <= _names(app) and {"numpy", "scipy", "h5py"} <= _names(engine)
+    _serves_the_installed_dashboard(venv, elsewhere, env)
+
+
+def _serves_the_installed_dashboard(venv: Path, elsewhere: Path, env: dict) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**env, "IONDIFF_PORT": str(port), "IONDIFF_DATA": str(elsewhere / "data")}
+    web = subprocess.Popen([str(venv / "bin" / "iondiff-dashboard")], cwd=elsewhere, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def get(path):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+
+        end = time.monotonic() + 60
+        while True:
+            try:
+                assert get("/health")[0] == 200
+                break
+            except OSError:
+                assert web.poll() is None and time.monotonic() < end, web.stdout.read() if web.poll() is not None else "no answer"
+                time.sleep(0.3)
+        status, home = get("/")
+        assert status == 200 and "/assets/upload.js" in home  # the browser assets came with the wheel
+        assert "upload" in get("/assets/upload.js")[1]
+        status, method = get("/docs/METHOD.md")
+        assert status == 200 and "Vibration centres" in method
+        where = subprocess.run([str(venv / "bin" / "python"), "-c", "import dashboard; print(dashboard.__file__)"],
+                               cwd=elsewhere, env=env, capture_output=True, text=True)
+        assert where.stdout.startswith(str(venv)), where.stdout
+    finally:
+        web.terminate()
+        web.wait(timeout=30)

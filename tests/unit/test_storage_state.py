@@ -250,7 +250,7 @@ def test_truncated_library_is_detected_at_open(cfg):
 
 def test_library_page_says_the_library_was_damaged_instead_of_a_blank_page(tmp_path, monkeypatch):
     from dashboard.app_factory import create_app
-    from pages import library as library_page
+    from dashboard.pages import library as library_page
 
     app = create_app(tmp_path / "data", roots=[])
     cfg = app.config_object
@@ -273,7 +273,7 @@ def test_library_page_says_the_library_was_damaged_instead_of_a_blank_page(tmp_p
 
 def test_library_page_says_when_the_library_cannot_be_read(tmp_path, monkeypatch):
     from dashboard.app_factory import create_app
-    from pages import library as library_page
+    from dashboard.pages import library as library_page
 
     app = create_app(tmp_path / "data", roots=[])
 
@@ -314,7 +314,7 @@ def test_csv_cell_keeps_numbers_and_plain_text():
 
 
 def test_library_csv_escapes_what_users_typed_and_keeps_numbers(cfg):
-    from pages.library import library_csv
+    from dashboard.pages.library import library_csv
 
     lib = Library(cfg.library_db)
     e = _fake_entry(cfg, lib, "r1")
