@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 from celery import Celery, Task, signals
+from kombu import Queue
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 TIME_LIMIT_S = int(os.environ.get("IONDIFF_TASK_TIME_LIMIT_S", 6 * 3600))
@@ -85,7 +86,16 @@ RETRY_POLICY = {"max_retries": 10, "interval_start": 0, "interval_step": 0.5, "i
 _jobs_log = logging.getLogger("iondiff.jobs")
 
 celery_app = Celery("iondiff", broker=REDIS_URL, backend=REDIS_URL, task_cls=BoundedAttemptsTask)
+#: The queue of the clustering's ion blocks (:func:`run_block`). A worker started without
+#: ``-Q`` takes both queues; a worker on another host is started with ``-Q iondiff-blocks``:
+#: block jobs read and write only the shared ``stages/`` folder, while analysis jobs (the
+#: default queue) also write the SQLite library, which must stay on the web host's disk.
+BLOCKS_QUEUE = "iondiff-blocks"
+
 celery_app.conf.update(
+    task_default_queue="celery",
+    task_queues=(Queue("celery"), Queue(BLOCKS_QUEUE)),
+    task_routes={"iondiff.run_block": {"queue": BLOCKS_QUEUE}},
     worker_prefetch_multiplier=1,  # a long analysis must not hold queued jobs hostage
     task_acks_late=True,  # a job whose worker dies is redelivered, not lost
     task_reject_on_worker_lost=True,

@@ -57,14 +57,16 @@ class Stack:
 
         return [c.pid for c in psutil.Process(self.procs[name].pid).children(recursive=True)]
 
-    def start_worker(self, concurrency: int = 1, name: str = "worker", **extra_env) -> None:
-        """Start a Celery worker node ``name@host``, logging to ``<data>/<name>.log``."""
+    def start_worker(self, concurrency: int = 1, name: str = "worker", queues: str | None = None, **extra_env) -> None:
+        """Start a Celery worker node ``name@host``, logging to ``<data>/<name>.log``;
+        ``queues``: its ``-Q`` (default: every queue of the app)."""
         path = self.data / f"{name}.log"
         offset = path.stat().st_size if path.exists() else 0
         log = open(path, "ab")
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "app:celery_app", "worker", "--concurrency", str(concurrency),
-             "-n", f"{name}@%h", "--loglevel", "info", "--without-gossip", "--without-mingle"],
+             "-n", f"{name}@%h", "--loglevel", "info", "--without-gossip", "--without-mingle",
+             *(["-Q", queues] if queues else [])],
             cwd=ROOT, env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         end = time.time() + 60
@@ -114,7 +116,8 @@ def _start_redis(cmd: list) -> subprocess.Popen:
 
 
 @contextmanager
-def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurrency: int = 1, workers: int = 1, **extra_env):
+def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurrency: int = 1, workers: int = 1,
+                  other_queues: str | None = None, **extra_env):
     """Redis, Celery workers (``worker``, ``worker2``, ...) and gunicorn on free loopback
     ports, every process with ``extra_env`` set; stopped on exit."""
     redis_port, web_port = free_port(), free_port()
@@ -134,7 +137,7 @@ def running_stack(data: Path, sims: Path, web_workers: int = 2, worker_concurren
     s = Stack(f"http://127.0.0.1:{web_port}", env, data, sims, procs, redis_cmd)
     try:
         for k in range(workers):
-            s.start_worker(worker_concurrency, "worker" if k == 0 else f"worker{k + 1}")
+            s.start_worker(worker_concurrency, "worker" if k == 0 else f"worker{k + 1}", None if k == 0 else other_queues)
         procs["web"] = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(web_workers), "--threads", "2", "--timeout", "120", "-b", f"127.0.0.1:{web_port}", "app:server"],
             cwd=ROOT, env=env, stdout=open(data / "web.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from dashboard.celery_app import BLOCKS_QUEUE
 from dashboard.storage import Library
 from iondiff_core import pipeline
 from iondiff_core.centres import Clustering, cluster_ions, write_ion_major
@@ -32,7 +33,9 @@ def two_workers(tmp_path_factory):
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed (Debian package redis-server)")
     data, sims = tmp_path_factory.mktemp("shared-data"), tmp_path_factory.mktemp("lab-sims")
-    with running_stack(data, sims, web_workers=1, workers=2, IONDIFF_BLOCK_IONS="2") as s:
+    # worker2 stands for a worker on another host: it takes the ion blocks only (-Q), never
+    # an analysis job, which writes the library (that must stay on the web host's disk).
+    with running_stack(data, sims, web_workers=1, workers=2, other_queues=BLOCKS_QUEUE, IONDIFF_BLOCK_IONS="2") as s:
         yield s
 
 
@@ -69,6 +72,8 @@ def test_one_analysis_in_the_app_is_split_over_both_workers(two_workers, tmp_pat
     assert done["worker"] and done["worker2"], done
     keys = done["worker"] + done["worker2"]
     assert len(keys) == len(set(keys)) == 8  # 16 ions in blocks of 2, each computed once
+    analysis = re.compile(r"background_callback_\w+\[[\w-]+\] received")
+    assert analysis.search(log(stack, "worker")) and not analysis.search(log(stack, "worker2"))
     # The stored clustering equals a local run on the same upload, bit for bit.
     (entry,) = Library(stack.data / "library.sqlite").list()
     p = {k: v for k, v in entry.params.items() if k not in ("timestep_fs", "temperature_K")}
