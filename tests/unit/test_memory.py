@@ -134,3 +134,15 @@ def test_cli_reads_mobile_only_unless_all_atoms(tmp_path):
     a, b = docs
     assert a["input"]["species"] == b["input"]["species"] == {"S": 8, "Li": 6}
     assert [(h["atom"], h["start"], h["end"]) for h in a["hops"]] == [(h["atom"], h["start"], h["end"]) for h in b["hops"]]
+
+
+def test_independent_walkers_are_written_a_chunk_at_a_time_into_a_memory_map(tmp_path):
+    kw = dict(n_frames=3000, n_mobile=12, hops_per_ion=6, n_framework=4, seed=5)
+    whole = make_independent_walkers(**kw)
+    path = tmp_path / "walkers.npy"
+    chunked = make_independent_walkers(**kw, out=path, chunk_bytes=20_000)  # 125 frames a chunk
+    on_disk = np.load(path, mmap_mode="r")
+    assert np.array_equal(on_disk, whole.trajectory.positions_frac)  # the same numbers, whatever the chunk
+    assert np.array_equal(chunked.trajectory.positions_frac, whole.trajectory.positions_frac)
+    assert [(h.ion, h.start, h.end) for h in chunked.hops] == [(h.ion, h.start, h.end) for h in whole.hops]
+    assert float(np.min(on_disk)) >= 0 and float(np.max(on_disk)) < 1  # wrapped fractional coordinates
