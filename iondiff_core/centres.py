@@ -161,17 +161,22 @@ def squared_silhouette(x: np.ndarray, labels: np.ndarray, n_clusters: int) -> fl
     Points alone in their cluster score 0 (scikit-learn's convention).
     """
     counts = np.bincount(labels, minlength=n_clusters).astype(float)
-    mu = _cluster_means(x, labels, counts)
-    d2 = _sqdist(x, mu)
-    own = d2[np.arange(len(x)), labels]
-    s = np.bincount(labels, weights=own, minlength=n_clusters) / np.maximum(counts, 1)
+    return _squared_silhouette_kt(_sqdist_kt(x, _cluster_means(x, labels, counts)), labels, counts)
+
+
+def _squared_silhouette_kt(d2: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> float:
+    """:func:`squared_silhouette` from the squared distances (K, T) of every point to every
+    cluster mean and the cluster sizes (K,)."""
+    t = np.arange(d2.shape[1])
+    own = d2[labels, t]
+    s = np.bincount(labels, weights=own, minlength=len(counts)) / np.maximum(counts, 1)
     m_own = counts[labels]
     with np.errstate(divide="ignore", invalid="ignore"):
         a = m_own / (m_own - 1) * (own + s[labels])
-    other = d2 + s[None, :]
-    other[np.arange(len(x)), labels] = np.inf
-    other[:, counts == 0] = np.inf
-    b = other.min(axis=1)
+    other = d2 + s[:, None]
+    other[labels, t] = np.inf
+    other[counts == 0] = np.inf
+    b = other.min(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         sil = (b - a) / np.maximum(a, b)
     sil[m_own <= 1] = 0.0
@@ -280,14 +285,18 @@ def _cluster_window(x: np.ndarray, params: Parameters):
     while lo <= hi:
         # Every K of the range in one batched k-means (the same centres as one K at a time).
         for k, mu in zip(range(lo, hi + 1), weighted_kmeans_scan(points, weights, range(lo, hi + 1), params.kmeans_n_init, params.seed)):
-            centres, labels = _label_frames(x, mu)
+            centres, labels, counts, d2 = _label_frames(x, mu)
             kk = len(centres)
             ks.append(k)
-            sils.append(silhouette(x, labels, kk) if kk >= 2 else -1.0)
+            if kk < 2:
+                sils.append(-1.0)
+            elif params.silhouette == "squared":  # from the distances already at hand
+                sils.append(_squared_silhouette_kt(d2, labels, counts))
+            else:
+                sils.append(silhouette(x, labels, kk))
             cents.append(centres)
-            counts = np.bincount(labels, minlength=kk).astype(float)
             sizes.append(counts)
-            own = np.einsum("td,td->t", x - centres[labels], x - centres[labels])
+            own = d2[labels, np.arange(len(x))]
             radii.append(np.sqrt(np.bincount(labels, weights=own, minlength=kk) / np.maximum(counts, 1)))
         lo = hi + 1
         if params.k_max is None:
@@ -675,18 +684,41 @@ def _sqdist_batch(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
 def _label_frames(x, mu):
     """Every frame labelled to its nearest centre of the histogram's k-means ``mu``; the
     centres become the means of their frames (a centre no frame is nearest to is dropped).
+    Returns (centres (K, 3), labels (T,), frames per centre (K,), squared distances (K, T)
+    of every frame to every centre).
 
     Voxel positions are the exact means of their frames, so the histogram's weighted
     centroids are the frames' centroids; the only approximation is that one voxel's
     frames cannot be split between clusters (voxels are 0.1 Å).
     """
-    labels = np.argmin(_sqdist(x, mu), axis=1)
+    labels = _argmin0(_sqdist_kt(x, mu))
     counts = np.bincount(labels, minlength=len(mu)).astype(float)
     if not (counts > 0).all():
         mu = mu[counts > 0]
-        labels = np.argmin(_sqdist(x, mu), axis=1)
+        labels = _argmin0(_sqdist_kt(x, mu))
         counts = np.bincount(labels, minlength=len(mu)).astype(float)
-    return _cluster_means(x, labels, counts), labels
+    centres = _cluster_means(x, labels, counts)
+    return centres, labels, counts, _sqdist_kt(x, centres)
+
+
+def _sqdist_kt(x, mu):
+    """Squared distances (K, T) between centres and points, as :func:`_sqdist` (transposed):
+    centre-major, so that the reductions over centres run over the first axis (numpy's
+    reductions over a short last axis are many times slower)."""
+    o = mu.mean(axis=0)
+    xc, mc = x - o, mu - o
+    d = np.einsum("td,td->t", xc, xc)[None, :] - 2.0 * (mc @ xc.T) + np.einsum("kd,kd->k", mc, mc)[:, None]
+    return np.maximum(d, 0.0)
+
+
+def _argmin0(d):
+    """``d.argmin(axis=0)`` of a (K, T) table, by a min over the first axis (the first
+    index on a tie, as argmin)."""
+    low = d.min(axis=0)
+    eq = d == low
+    if np.count_nonzero(eq) != d.shape[1]:
+        return d.argmin(axis=0)
+    return np.arange(len(d)) @ eq
 
 
 def _cluster_means(x, labels, counts):
