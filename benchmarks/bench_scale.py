@@ -214,6 +214,8 @@ def _timed_analysis(folder: Path):
     def progress(stage, fraction, message):
         seen.setdefault(stage, time.perf_counter())
 
+    for memo in (pipeline._MEMO, pipeline._NEAREST):  # a repeat must not reuse the last run's null model
+        memo._d.clear()
     t0 = time.perf_counter()
     r = pipeline.analyze(folder, Parameters(), progress=progress)
     t1 = time.perf_counter()
