@@ -9,7 +9,9 @@ Three tables, each measured in one run:
    the input positions already in memory) of the clustering stage against ions x frames (10^6, 10^7 ion-frames; 10^8 with
    ``--huge``), with planted-hop precision and recall (goal >= 0.95).
 3. This engine's whole analysis against GEMDAT 1.8's whole site analysis on
-   ``../shared/data/real/LGPS_650K_Li_only`` (``pip install -r benchmarks/requirements.txt``).
+   ``../shared/data/real/LGPS_650K_Li_only`` (``pip install -r benchmarks/requirements.txt``),
+   run alternately ``--repeats`` times (each ratio of two runs back to back), with the
+   engine's time per stage.
 4. ``--end-to-end`` (only): ``pipeline.analyze`` on generated XDATCAR and extxyz files
    (independent walkers, half as many S framework atoms as Li) of 10^6 and 10^7 ion-frames:
    wall time, peak RSS above the process's RSS before the call (while reading, unwrapping,
@@ -17,6 +19,9 @@ Three tables, each measured in one run:
    its ratio to the float32 positions of the mobile ions, planted-hop precision and recall; the default mobile-only
    float32 read against ``mobile_only=False`` (every atom, float64) on the same file. Each
    file is written, and each analysis run, in a fresh process, so none inherits another's heap.
+   ``--sizes`` replaces the sizes, ``--huge`` adds 10^8 ion-frames (1000 x 100,000; the
+   generator writes past 10^7 ion-frames through a memory-mapped .npy, a chunk at a time),
+   ``--jobs`` sets the clustering's processes, ``--formats`` the files written.
 
 Times per ion-frame are CPU seconds of the process (with one process; wall seconds with
 more), because the benchmark machine is shared and wall time there is noisy.
