@@ -18,9 +18,11 @@ needed. A run no longer than one window is clustered exactly as before.
 
 Speed: an ion's cloud has far fewer distinct places than frames. k-means runs on a
 weighted histogram of the cloud (voxels of ``voxel_A``, weight = frames in the voxel,
-position = the frames' mean), then a few Lloyd iterations on every frame make the
-centres those of the full data. The paper's silhouette uses squared distances, which
-gives an exact O(T K) closed form (:func:`squared_silhouette`).
+position = the frames' mean), then every frame is labelled to its nearest centre and the
+centres become their frames' means. The paper's silhouette uses squared distances, which
+gives an exact O(T K) closed form (:func:`squared_silhouette`). The restarts of one K run
+as one array computation, and every table of distances is laid out centre-major, so
+that its reductions over centres run over the first axis (:func:`weighted_kmeans_scan`).
 """
 
 from __future__ import annotations
