@@ -9,7 +9,9 @@ Three tables, each measured in one run:
    the input positions already in memory) of the clustering stage against ions x frames (10^6, 10^7 ion-frames; 10^8 with
    ``--huge``), with planted-hop precision and recall (goal >= 0.95).
 3. This engine's whole analysis against GEMDAT 1.8's whole site analysis on
-   ``../shared/data/real/LGPS_650K_Li_only`` (``pip install -r benchmarks/requirements.txt``).
+   ``../shared/data/real/LGPS_650K_Li_only`` (``pip install -r benchmarks/requirements.txt``),
+   run alternately ``--repeats`` times (each ratio of two runs back to back), with the
+   engine's time per stage.
 4. ``--end-to-end`` (only): ``pipeline.analyze`` on generated XDATCAR and extxyz files
    (independent walkers, half as many S framework atoms as Li) of 10^6 and 10^7 ion-frames:
    wall time, peak RSS above the process's RSS before the call (while reading, unwrapping,
@@ -17,6 +19,9 @@ Three tables, each measured in one run:
    its ratio to the float32 positions of the mobile ions, planted-hop precision and recall; the default mobile-only
    float32 read against ``mobile_only=False`` (every atom, float64) on the same file. Each
    file is written, and each analysis run, in a fresh process, so none inherits another's heap.
+   ``--sizes`` replaces the sizes, ``--huge`` adds 10^8 ion-frames (1000 x 100,000; the
+   generator writes past 10^7 ion-frames through a memory-mapped .npy, a chunk at a time),
+   ``--jobs`` sets the clustering's processes, ``--formats`` the files written.
 
 Times per ion-frame are CPU seconds of the process (with one process; wall seconds with
 more), because the benchmark machine is shared and wall time there is noisy.
@@ -34,6 +39,7 @@ boundaries lie within 4 frames (:func:`iondiff_core.synthetic.match_hops`).
     python benchmarks/bench_scale.py --peers    # only: this engine against GEMDAT 1.8 on LGPS_650K
     python benchmarks/bench_scale.py --end-to-end          # only: whole analyses of files, ~5 minutes
     python benchmarks/bench_scale.py --end-to-end --quick  # 10^6 ion-frames only
+    python benchmarks/bench_scale.py --end-to-end --huge --jobs 2 --formats xdatcar  # adds 1000 x 100,000
 """
 
 from __future__ import annotations
@@ -204,11 +210,30 @@ def run_gemdat(xdatcar: Path, timestep_ps: float, species: str = "Li") -> tuple[
         return len(jumps.data), time.perf_counter() - t0
 
 
-def peers_table() -> None:
-    """This engine's whole analysis against GEMDAT's whole site analysis on LGPS_650K."""
+def _timed_analysis(folder: Path):
+    """``pipeline.analyze`` of a folder, wall seconds per stage (from its progress reports) and in all."""
+    from iondiff_core import pipeline
+
+    seen: dict[str, float] = {}
+
+    def progress(stage, fraction, message):
+        seen.setdefault(stage, time.perf_counter())
+
+    for memo in (pipeline._MEMO, pipeline._NEAREST):  # a repeat must not reuse the last run's null model
+        memo._d.clear()
+    t0 = time.perf_counter()
+    r = pipeline.analyze(folder, Parameters(), progress=progress)
+    t1 = time.perf_counter()
+    marks = [(k, v) for k, v in seen.items()] + [("end", t1)]
+    stages = {k: marks[i + 1][1] - v for i, (k, v) in enumerate(marks[:-1])}
+    return r, t1 - t0, stages
+
+
+def peers_table(repeats: int = 2) -> None:
+    """This engine's whole analysis against GEMDAT's whole site analysis on LGPS_650K, run
+    alternately ``repeats`` times (the machine is shared: each ratio is of back-to-back runs)."""
     import tempfile
 
-    from iondiff_core import pipeline
     from iondiff_core.io.xdatcar import open_decompressed
 
     if not LGPS_650K.exists():
@@ -221,18 +246,20 @@ def peers_table() -> None:
         with open_decompressed(next(LGPS_650K.glob("XDATCAR*"))) as src:
             (folder / "XDATCAR").write_bytes(src.read())
         (folder / "INCAR").write_text((LGPS_650K / "INCAR").read_text())
-        t0 = time.perf_counter()
-        r = pipeline.analyze(folder, Parameters())
-        ours = time.perf_counter() - t0
-        print(f"  this engine (read, unwrap, clustering, transport, hops, groups, null model): {ours:6.1f} s, "
-              f"{len(r.hops)} hops")
-        try:
-            jumps, gem = run_gemdat(folder / "XDATCAR", r.prep.trajectory.timestep_ps)
-        except ImportError:
-            print("  GEMDAT not installed (pip install -r benchmarks/requirements.txt)")
-            return
-        print(f"  GEMDAT 1.8 (ASE read, density, sites, transitions, jumps):                  {gem:6.1f} s, {jumps} jumps")
-        print(f"  GEMDAT / this engine: {gem / ours:.2f}x")
+        ratios = []
+        for rep in range(repeats):
+            r, ours, stages = _timed_analysis(folder)
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+            print(f"  run {rep + 1}: this engine (read, unwrap, clustering, transport, hops, groups, null model): {ours:6.2f} s, "
+                  f"{len(r.hops)} hops ({parts})")
+            try:
+                jumps, gem = run_gemdat(folder / "XDATCAR", r.prep.trajectory.timestep_ps)
+            except ImportError:
+                print("  GEMDAT not installed (pip install -r benchmarks/requirements.txt)")
+                return
+            print(f"  run {rep + 1}: GEMDAT 1.8 (ASE read, density, sites, transitions, jumps):                  {gem:6.2f} s, {jumps} jumps")
+            ratios.append(gem / ours)
+        print(f"  GEMDAT / this engine, back-to-back pairs: {', '.join(f'{q:.2f}x' for q in ratios)}")
 
 
 def _write_walkers(folder: str, kind: str, ions: int, frames: int, hops_per_ion: int, seed: int) -> list[tuple[int, int, int]]:
@@ -242,15 +269,23 @@ def _write_walkers(folder: str, kind: str, ions: int, frames: int, hops_per_ion:
     from iondiff_core.io.extxyz import write_extxyz
     from iondiff_core.synthetic import make_independent_walkers
 
-    s = make_independent_walkers(n_frames=frames, n_mobile=ions, hops_per_ion=hops_per_ion, n_framework=ions // 2, seed=seed)
+    # Past 10^7 ion-frames the positions go to a memory-mapped .npy, a chunk at a time.
+    big = ions * frames > 10_000_000
+    npy = Path(folder) / "walkers.npy"
+    s = make_independent_walkers(n_frames=frames, n_mobile=ions, hops_per_ion=hops_per_ion, n_framework=ions // 2, seed=seed,
+                                 out=npy if big else None)
     if kind == "xdatcar":
         write_xdatcar(s.trajectory, Path(folder) / "XDATCAR", write_incar=True)
     else:
         write_extxyz(s.trajectory, Path(folder) / "md.extxyz")
-    return [(h.ion, h.start, h.end) for h in s.hops]
+    hops = [(h.ion, h.start, h.end) for h in s.hops]
+    del s
+    if big:
+        npy.unlink()
+    return hops
 
 
-def _analyze_file(path: str, mobile_only: bool) -> dict:
+def _analyze_file(path: str, mobile_only: bool, n_jobs: int = 1) -> dict:
     """(In a child process.) ``pipeline.analyze`` of a file, as :meth:`Session.open` (read,
     unwrap, clustering, transport) then :meth:`Session.result` (hops, groups, null model):
     wall seconds, peak RSS above the RSS before the call (MB) during the first part and
@@ -259,7 +294,7 @@ def _analyze_file(path: str, mobile_only: bool) -> dict:
 
     with PeakRSS() as first:
         t0 = time.perf_counter()
-        s = Session.open(path, Parameters(), timestep_fs=TIMESTEP_FS, mobile_only=mobile_only)
+        s = Session.open(path, Parameters(), timestep_fs=TIMESTEP_FS, mobile_only=mobile_only, n_jobs=n_jobs)
     with PeakRSS() as second:
         r = s.result()
         seconds = time.perf_counter() - t0
@@ -271,7 +306,7 @@ def _analyze_file(path: str, mobile_only: bool) -> dict:
             "D": r.transport.tracer.D_cm2_s if r.transport else float("nan")}
 
 
-def end_to_end_table(sizes: list[tuple[int, int]], old_up_to: int) -> None:
+def end_to_end_table(sizes: list[tuple[int, int]], old_up_to: int, n_jobs: int = 1, kinds=("xdatcar", "extxyz")) -> None:
     """Whole analyses of generated files, each in a fresh process (see the module docstring)."""
     import multiprocessing
     import tempfile
@@ -284,19 +319,19 @@ def end_to_end_table(sizes: list[tuple[int, int]], old_up_to: int) -> None:
             return pool.submit(fn, *a).result()
 
     print("\n## Whole analysis of a file (pipeline.analyze: read, unwrap, clustering, transport, hops, groups, null model;"
-          " 1 process; Li + half as many S)\n")
+          f" {n_jobs} process(es) for the clustering; Li + half as many S)\n")
     print("| format | ions x frames | ion-frames | read | wall s | float32 Li positions (MB) "
           "| peak RSS: read to transport (MB) | / positions | peak RSS: whole analysis (MB) | / positions "
           "| planted hops | precision | recall | D_tracer (cm^2/s) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for ions, frames in sizes:
-        for kind in ("xdatcar", "extxyz"):
+        for kind in kinds:
             with tempfile.TemporaryDirectory() as tmp:
                 planted = child(_write_walkers, tmp, kind, ions, frames, max(1, frames // 1000), ions + frames)
                 ref = [SimpleNamespace(ion=i, start=a, end=b) for i, a, b in planted]
                 path = tmp if kind == "xdatcar" else str(Path(tmp) / "md.extxyz")
                 for mobile_only in (True, False) if ions * frames <= old_up_to else (True,):
-                    r = child(_analyze_file, path, mobile_only)
+                    r = child(_analyze_file, path, mobile_only, n_jobs)
                     pairs = match_hops(r["ion"], r["start"], r["end"], ref, tol=4)
                     how = "Li only, float32" if mobile_only else "all atoms, float64"
                     print(f"| {kind} | {ions} x {frames} | {ions * frames:.0e} | {how} | {r['seconds']:.1f} | {r['f32_MB']:.0f} | "
@@ -310,19 +345,26 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (development)")
     ap.add_argument("--huge", action="store_true", help="add 10^8 ion-frames (1000 ions x 100,000 frames)")
-    ap.add_argument("--jobs", type=int, default=1, help="processes for the size table (default 1)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the clustering in the size and end-to-end tables (default 1)")
     ap.add_argument("--old-max-sites", type=int, default=100, help="run the whole-run clustering up to this many sites")
     ap.add_argument("--peers", action="store_true", help="only the table against GEMDAT 1.8 on LGPS_650K")
+    ap.add_argument("--repeats", type=int, default=2, help="--peers: alternate runs of each (default 2)")
     ap.add_argument("--end-to-end", action="store_true", help="only the whole analysis of generated files (10^6, 10^7 ion-frames)")
+    ap.add_argument("--sizes", help="--end-to-end: ions x frames to run instead, e.g. 1000x30000,1000x100000")
+    ap.add_argument("--formats", default="xdatcar,extxyz", help="--end-to-end: file formats (default xdatcar,extxyz)")
     ap.add_argument("--all-atoms-up-to", type=float, default=1e6,
                     help="--end-to-end: also run the all-atoms float64 path up to this many ion-frames (default 1e6)")
     args = ap.parse_args(argv)
     if args.end_to_end:
         sizes = [(100, 10_000)] if args.quick else [(100, 10_000), (1000, 10_000)]
-        end_to_end_table(sizes, old_up_to=args.all_atoms_up_to)
+        if args.sizes:
+            sizes = [tuple(int(v) for v in z.split("x")) for z in args.sizes.split(",")]
+        if args.huge:
+            sizes.append((1000, 100_000))
+        end_to_end_table(sizes, old_up_to=args.all_atoms_up_to, n_jobs=args.jobs, kinds=args.formats.split(","))
         return 0
     if args.peers:
-        peers_table()
+        peers_table(args.repeats)
         return 0
     if args.quick:
         sites_table(20_000, 2, [1, 10, 30], args.old_max_sites)

@@ -13,6 +13,7 @@ frames), the clustering stage's CPU seconds; per planted case, precision and rec
 (both boundaries within 4 frames, :func:`iondiff_core.synthetic.match_hops`).
 
     python benchmarks/validate_centres.py > /tmp/centres.md     # ~10 minutes on 2 cores
+    python benchmarks/validate_centres.py --sites               # only the LGPS_650K windowed / whole-run table
 """
 
 from __future__ import annotations
@@ -144,10 +145,77 @@ def planted_table() -> list[str]:
     return out
 
 
+def density_sites(x: np.ndarray, cell: np.ndarray, window: int, grid_A: float = 0.2) -> np.ndarray:
+    """Sites of the mobile species independent of any clustering, as GEMDAT finds them: the
+    local maxima (over 5 grid cells, above 2 % of the highest) of the density of every ion's
+    positions (averaged over ``window`` frames, as the clustering sees them) folded into the
+    cell, on a ``grid_A`` grid smoothed by one cell. Cartesian (S, 3), Å."""
+    from scipy import ndimage
+
+    from iondiff_core.centres import denoise
+
+    g = np.maximum(1, np.round(np.linalg.norm(cell, axis=1) / grid_A)).astype(int)
+    dens = np.zeros(g)
+    inv = np.linalg.inv(cell)
+    for i in range(x.shape[1]):
+        frac = (denoise(x[:, i], window) @ inv) % 1.0
+        np.add.at(dens, tuple((np.floor(frac * g).astype(int) % g).T), 1)
+    dens = ndimage.gaussian_filter(dens, 1.0, mode="wrap")
+    peak = (dens == ndimage.maximum_filter(dens, size=5, mode="wrap")) & (dens > 0.02 * dens.max())
+    return ((np.argwhere(peak) + 0.5) / g) @ cell
+
+
+def site_table(name: str = "LGPS_650K_Li_only", off_A: float = 0.7) -> list[str]:
+    """The windowed and the whole-run clustering of one long run held against METHOD.md
+    section 7 and against the density sites (:func:`density_sites`)."""
+    from iondiff_core.centres import denoise_window
+
+    traj = read_trajectory(REAL / name)
+    x = pipeline.prepare(traj, NEW).positions_A.astype(np.float64)
+    cell = traj.cells[0]
+    sites = density_sites(x, cell, denoise_window(NEW.denoise_fs, traj.timestep_fs))
+    inv = np.linalg.inv(cell)
+
+    def to_site(p):  # (nearest site, its distance in Å), minimum image
+        f = (p[:, None, :] - sites[None]) @ inv
+        d = np.linalg.norm((f - np.round(f)) @ cell, axis=2)
+        return d.argmin(axis=1), d.min(axis=1)
+
+    out = [
+        f"Density sites of {name}: {len(sites)}. Off site: farther than {off_A} Å from every density site.",
+        "",
+        "| clustering | hops | consistency residual mean / max (Å) | MSD from hops / measured (Å²) | centres | centres off site "
+        "| hops with an end off site | hops shorter than 1.2 Å | hops between two centres on one site | clustering CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, params in (("windowed (default)", NEW), ("whole run (window_frames=0)", NEW.replace(window_frames=0))):
+        mod = sys.modules["iondiff_core.centres"]
+        c0 = time.process_time()
+        cl = mod.cluster_ions(x, np.arange(x.shape[1]), params, traj.timestep_fs)
+        cpu = time.process_time() - c0
+        cen = mod.select(cl, x, params.silhouette_threshold, 2 * params.r_vib_A)
+        h = find_hops(x, cen, params.r_vib_A, params.hop_rule, params.cloud_quantile).hops
+        c = consistency.check(x, h).summary()
+        so, do = to_site(h.origin_A)
+        st, dt = to_site(h.target_A)
+        allc = np.concatenate(cen.centres)
+        off = to_site(allc)[1] > off_A
+        out.append(f"| {label} | {len(h)} | {c['residual_mean_A']:.2f} / {c['residual_max_A']:.2f} | "
+                   f"{c['msd_from_hops_A2']:.1f} / {c['msd_measured_A2']:.1f} | {len(allc)} | {int(off.sum())} | "
+                   f"{int(np.sum((do > off_A) | (dt > off_A)))} ({np.mean((do > off_A) | (dt > off_A)):.0%}) | "
+                   f"{int(np.sum(h.length_A < 1.2))} | {int(np.sum(so == st))} | {cpu:.1f} |")
+        print(out[-1], file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> int:
     if not REAL.exists():
         sys.exit(f"{REAL} not found")
+    if "--sites" in sys.argv:  # only the windowed / whole-run comparison on LGPS_650K
+        print("\n".join(site_table()))
+        return 0
     lines = ["### Planted hops", ""] + planted_table() + ["", "### Real trajectories", ""] + real_table()
+    lines += ["", "### Windowed or whole run on LGPS_650K", ""] + site_table()
     print("\n".join(lines))
     return 0
 

@@ -18,9 +18,11 @@ needed. A run no longer than one window is clustered exactly as before.
 
 Speed: an ion's cloud has far fewer distinct places than frames. k-means runs on a
 weighted histogram of the cloud (voxels of ``voxel_A``, weight = frames in the voxel,
-position = the frames' mean), then a few Lloyd iterations on every frame make the
-centres those of the full data. The paper's silhouette uses squared distances, which
-gives an exact O(T K) closed form (:func:`squared_silhouette`).
+position = the frames' mean), then every frame is labelled to its nearest centre and the
+centres become their frames' means. The paper's silhouette uses squared distances, which
+gives an exact O(T K) closed form (:func:`squared_silhouette`). The restarts of one K run
+as one array computation, and every table of distances is laid out centre-major, so
+that its reductions over centres run over the first axis (:func:`weighted_kmeans_scan`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from scipy import ndimage
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.ndimage import uniform_filter1d
 from sklearn.metrics import silhouette_score
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from iondiff_core.parameters import Parameters
 
@@ -163,17 +165,22 @@ def squared_silhouette(x: np.ndarray, labels: np.ndarray, n_clusters: int) -> fl
     Points alone in their cluster score 0 (scikit-learn's convention).
     """
     counts = np.bincount(labels, minlength=n_clusters).astype(float)
-    mu = _cluster_means(x, labels, counts)
-    d2 = _sqdist(x, mu)
-    own = d2[np.arange(len(x)), labels]
-    s = np.bincount(labels, weights=own, minlength=n_clusters) / np.maximum(counts, 1)
+    return _squared_silhouette_kt(_sqdist_kt(x, _cluster_means(x, labels, counts)), labels, counts)
+
+
+def _squared_silhouette_kt(d2: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> float:
+    """:func:`squared_silhouette` from the squared distances (K, T) of every point to every
+    cluster mean and the cluster sizes (K,)."""
+    t = np.arange(d2.shape[1])
+    own = d2[labels, t]
+    s = np.bincount(labels, weights=own, minlength=len(counts)) / np.maximum(counts, 1)
     m_own = counts[labels]
     with np.errstate(divide="ignore", invalid="ignore"):
         a = m_own / (m_own - 1) * (own + s[labels])
-    other = d2 + s[None, :]
-    other[np.arange(len(x)), labels] = np.inf
-    other[:, counts == 0] = np.inf
-    b = other.min(axis=1)
+    other = d2 + s[:, None]
+    other[labels, t] = np.inf
+    other[counts == 0] = np.inf
+    b = other.min(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         sil = (b - a) / np.maximum(a, b)
     sil[m_own <= 1] = 0.0
@@ -203,7 +210,7 @@ def cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
     """
     # One thread: the histograms are small, and OpenMP threads oversubscribed by a
     # busy machine (or parallel workers) slow k-means down twentyfold.
-    with threadpool_limits(1):
+    with _one_thread():
         x = np.ascontiguousarray(x, dtype=np.float64)
         bounds = window_bounds(x, params)
         parts = [_cluster_window(x[a:b], params) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -214,6 +221,17 @@ def cluster_ion(x: np.ndarray, params: Parameters) -> IonClustering:
         ks, sils, [c for p in parts for c in p[2]], [n for p in parts for n in p[3]], window, bounds if len(parts) > 1 else None,
         [r for p in parts for r in p[4]],
     )
+
+
+_CONTROLLER: list = []
+
+
+def _one_thread():
+    """BLAS/OpenMP limited to one thread (the controller, which inspects the loaded
+    libraries, is built once: building it costs milliseconds per ion)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1)
 
 
 def window_bounds(x: np.ndarray, params: Parameters) -> np.ndarray:
@@ -267,19 +285,25 @@ def _cluster_window(x: np.ndarray, params: Parameters):
     limit = min(limit, n_distinct, len(x) - 1)
     hi = min(limit, params.k_max or max(10, count_dwell_sites(x) + params.k_patience))
     ks, sils, cents, sizes, radii = [], [], [], [], []
-    k = 2
-    while k <= hi:
-        centres, labels = _kmeans(x, points, weights, k, params)
-        kk = len(centres)
-        ks.append(k)
-        sils.append(silhouette(x, labels, kk) if kk >= 2 else -1.0)
-        cents.append(centres)
-        counts = np.bincount(labels, minlength=kk).astype(float)
-        sizes.append(counts)
-        own = np.einsum("td,td->t", x - centres[labels], x - centres[labels])
-        radii.append(np.sqrt(np.bincount(labels, weights=own, minlength=kk) / np.maximum(counts, 1)))
-        k += 1
-        if k > hi and params.k_max is None:
+    lo = 2
+    while lo <= hi:
+        # Every K of the range in one batched k-means (the same centres as one K at a time).
+        for k, mu in zip(range(lo, hi + 1), weighted_kmeans_scan(points, weights, range(lo, hi + 1), params.kmeans_n_init, params.seed)):
+            centres, labels, counts, d2 = _label_frames(x, mu)
+            kk = len(centres)
+            ks.append(k)
+            if kk < 2:
+                sils.append(-1.0)
+            elif params.silhouette == "squared":  # from the distances already at hand
+                sils.append(_squared_silhouette_kt(d2, labels, counts))
+            else:
+                sils.append(silhouette(x, labels, kk))
+            cents.append(centres)
+            sizes.append(counts)
+            own = d2[labels, np.arange(len(x))]
+            radii.append(np.sqrt(np.bincount(labels, weights=own, minlength=kk) / np.maximum(counts, 1)))
+        lo = hi + 1
+        if params.k_max is None:
             best = ks[int(np.argmax(sils))]
             if best > hi - params.k_patience and hi < limit:
                 hi = min(limit, hi + max(params.k_patience, 5))
@@ -574,11 +598,21 @@ def _voxel_histogram(x: np.ndarray, voxel_A: float) -> tuple[np.ndarray, np.ndar
 
 def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int = 10, seed: int = 0, max_iter: int = 300) -> np.ndarray:
     """k-means of weighted points, all ``n_init`` restarts at once; the centres (k, 3)
-    of the restart with the lowest weighted inertia.
+    of the restart with the lowest weighted inertia (:func:`weighted_kmeans_scan` of one K)."""
+    return weighted_kmeans_scan(points, weights, [k], n_init, seed, max_iter)[0]
 
-    Each restart is seeded by k-means++ (D^2-weighted sampling) and refined by Lloyd
-    iterations until no centre moves by more than 1e-6 of the data's spread. Vectorised
-    over restarts: the histograms are small, so one call costs about a millisecond.
+
+def weighted_kmeans_scan(points: np.ndarray, weights: np.ndarray, ks, n_init: int = 10, seed: int = 0,
+                         max_iter: int = 300) -> list[np.ndarray]:
+    """k-means of weighted points (P, 3) for every K in ``ks``: per K, the centres (K, 3) of
+    the restart of lowest weighted inertia.
+
+    Each K is as if run alone: ``n_init`` restarts seeded by k-means++ (D^2-weighted
+    sampling) from ``default_rng(seed)``, refined by Lloyd iterations until no centre moves
+    by more than 1e-6 of the data's spread. The seeds of K are the first K of the seeds of
+    the largest K (the same random draws in the same order), so they are drawn once for
+    all K. The restarts of one K iterate together, and a restart leaves once converged
+    (it would not move again); the histograms are small, so one K costs about a millisecond.
     """
     rng = np.random.default_rng(seed)
     # About the points' mean: k-means is translation invariant, and the expanded
@@ -586,37 +620,61 @@ def weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, n_init: int
     origin = points.mean(axis=0)
     points = points - origin
     p = len(points)
+    ks = [int(k) for k in ks]
     w = weights / weights.sum()
-    centres = np.empty((n_init, k, 3))
-    centres[:, 0] = points[rng.choice(p, size=n_init, p=w)]
-    d2 = _sqdist_batch(points, centres[:, :1])[..., 0]  # (n_init, P)
-    for j in range(1, k):
+    seeds = np.empty((n_init, max(ks), 3))
+    seeds[:, 0] = points[rng.choice(p, size=n_init, p=w)]
+    d2 = _sqdist_batch(points, seeds[:, :1])[..., 0]  # (n_init, P)
+    for j in range(1, max(ks)):
         prob = d2 * w
         total = prob.sum(axis=1, keepdims=True)
         prob = np.where(total > 0, prob / np.where(total > 0, total, 1), 1.0 / p)
         pick = np.minimum((np.cumsum(prob, axis=1) < rng.random((n_init, 1))).sum(axis=1), p - 1)
-        centres[:, j] = points[pick]
-        d2 = np.minimum(d2, _sqdist_batch(points, centres[:, j : j + 1])[..., 0])
+        seeds[:, j] = points[pick]
+        d2 = np.minimum(d2, _sqdist_batch(points, seeds[:, j : j + 1])[..., 0])
     tol = 1e-12 * max(float(np.sum(np.var(points, axis=0))), 1e-12)
     # Weighted points with their weight as a 4th column: one matrix product per
     # iteration gives every cluster's weighted sum and total weight.
     wp = np.concatenate([points * weights[:, None], weights[:, None]], axis=1)  # (P, 4)
-    ks = np.arange(k)
-    for _ in range(max_iter):
-        # Nearest centre: argmin of |c|^2 - 2 p.c (|p|^2 is the same for every centre), one matrix product.
-        score = np.einsum("ikd,ikd->ik", centres, centres)[:, None, :] - 2.0 * np.matmul(points, centres.transpose(0, 2, 1))
-        labels = np.argmin(score, axis=2)  # (n_init, P)
-        onehot = (labels[:, :, None] == ks).astype(float)  # (n_init, P, k)
-        sums = np.matmul(onehot.transpose(0, 2, 1), wp)  # (n_init, k, 4)
-        wsum = sums[..., 3]
-        empty = wsum == 0
-        new = np.where(empty[..., None], centres, sums[..., :3] / np.where(empty, 1, wsum)[..., None])
-        shift = np.max(np.sum((new - centres) ** 2, axis=2))
-        centres = new
-        if shift <= tol:
-            break
-    inertia = np.sum(np.min(_sqdist_batch(points, centres), axis=2) * weights, axis=1)
-    return centres[int(np.argmin(inertia))] + origin
+    minus_2pt = np.concatenate([-2.0 * points.T, np.ones((1, p))])  # (4, P): -2 p and a row of ones
+    pp = np.einsum("pd,pd->p", points, points)
+    out = []
+    for k in ks:
+        centres = seeds[:, :k].copy()
+        active = np.arange(n_init)
+        for _ in range(max_iter):
+            c = centres[active]
+            n = len(active)
+            nearest, _ = _nearest(c, minus_2pt)
+            sums = (nearest.reshape(n * k, p).astype(float) @ wp).reshape(n, k, 4)
+            wsum = sums[..., 3]
+            empty = wsum == 0
+            new = np.where(empty[..., None], c, sums[..., :3] / np.where(empty, 1, wsum)[..., None])
+            shift = np.max(np.sum((new - c) ** 2, axis=2), axis=1)
+            centres[active] = new
+            active = active[shift > tol]
+            if not len(active):
+                break
+        _, low = _nearest(centres, minus_2pt)
+        inertia = np.sum(np.maximum(low + pp, 0.0) * weights, axis=1)
+        out.append(centres[int(np.argmin(inertia))] + origin)
+    return out
+
+
+def _nearest(centres: np.ndarray, minus_2pt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's nearest centre per restart: a one-hot table (n, k, P) of bool (the first
+    centre on a tie, as argmin) and the smallest |c|^2 - 2 p.c (n, P), from centres (n, k, 3)
+    and -2 times the points, transposed, over a row of ones (4, P). The reductions run over the middle axis:
+    numpy's argmin over a short last axis is many times slower."""
+    n, k, _ = centres.shape
+    flat = centres.reshape(n * k, 3)
+    # |c|^2 as a 4th column against a row of ones: the whole score in one matrix product.
+    score = (np.concatenate([flat, np.einsum("cd,cd->c", flat, flat)[:, None]], axis=1) @ minus_2pt).reshape(n, k, -1)
+    low = score.min(axis=1)
+    onehot = score == low[:, None, :]
+    if np.count_nonzero(onehot) != low.size:  # a point equidistant from two centres
+        onehot = score.argmin(axis=1)[:, None, :] == np.arange(k)[None, :, None]
+    return onehot, low
 
 
 def _sqdist_batch(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -630,8 +688,11 @@ def _sqdist_batch(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return out
 
 
-def _kmeans(x, points, weights, k, params: Parameters):
-    """Weighted k-means on the histogram, then every frame labelled to its nearest centre.
+def _label_frames(x, mu):
+    """Every frame labelled to its nearest centre of the histogram's k-means ``mu``; the
+    centres become the means of their frames (a centre no frame is nearest to is dropped).
+    Returns (centres (K, 3), labels (T,), frames per centre (K,), squared distances (K, T)
+    of every frame to every centre).
 
     Voxel positions are the exact means of their frames, so the histogram's weighted
     centroids are the frames' centroids; the only approximation is that one voxel's
@@ -643,8 +704,7 @@ def _kmeans(x, points, weights, k, params: Parameters):
     recorded with them). Only with fewer than K distinct frames can one stay empty; it
     is then dropped, and the entry has fewer centres than its K.
     """
-    mu = weighted_kmeans(points, weights, k, params.kmeans_n_init, params.seed)
-    labels = np.argmin(_sqdist(x, mu), axis=1)
+    labels = _argmin0(_sqdist_kt(x, mu))
     counts = np.bincount(labels, minlength=len(mu)).astype(float)
     for _ in range(2 * k):
         empty = np.flatnonzero(counts == 0)
@@ -660,9 +720,30 @@ def _kmeans(x, points, weights, k, params: Parameters):
         counts = np.bincount(labels, minlength=len(mu)).astype(float)
     if not (counts > 0).all():
         mu = mu[counts > 0]
-        labels = np.argmin(_sqdist(x, mu), axis=1)
+        labels = _argmin0(_sqdist_kt(x, mu))
         counts = np.bincount(labels, minlength=len(mu)).astype(float)
-    return _cluster_means(x, labels, counts), labels
+    centres = _cluster_means(x, labels, counts)
+    return centres, labels, counts, _sqdist_kt(x, centres)
+
+
+def _sqdist_kt(x, mu):
+    """Squared distances (K, T) between centres and points, as :func:`_sqdist` (transposed):
+    centre-major, so that the reductions over centres run over the first axis (numpy's
+    reductions over a short last axis are many times slower)."""
+    o = mu.mean(axis=0)
+    xc, mc = x - o, mu - o
+    d = np.einsum("td,td->t", xc, xc)[None, :] - 2.0 * (mc @ xc.T) + np.einsum("kd,kd->k", mc, mc)[:, None]
+    return np.maximum(d, 0.0)
+
+
+def _argmin0(d):
+    """``d.argmin(axis=0)`` of a (K, T) table, by a min over the first axis (the first
+    index on a tie, as argmin)."""
+    low = d.min(axis=0)
+    eq = d == low
+    if np.count_nonzero(eq) != d.shape[1]:
+        return d.argmin(axis=0)
+    return np.arange(len(d)) @ eq
 
 
 def _cluster_means(x, labels, counts):

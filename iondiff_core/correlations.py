@@ -35,6 +35,18 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 DENSE_LIMIT = 4000
 #: Events (replicas x hops) handled at once by the reference and the null model (memory).
 _BATCH_EVENTS = 100_000
+#: ... and at most about this many overlapping pairs (each costs ~150 bytes of temporaries):
+#: with many hops a batch of 100,000 events holds millions of pairs.
+_BATCH_PAIRS = 500_000
+
+
+def _sub_batches(r: int, sigmas: np.ndarray, n_frames: int) -> list[slice]:
+    """Replicas 0..r-1 of one batch in slices of about :data:`_BATCH_PAIRS` expected
+    overlapping pairs (events placed uniformly in time: each meets h x mean reach x 2 / T others)."""
+    h = len(sigmas)
+    per_replica = 0.5 * h * h * 2.0 * float(np.mean(reach_frames(sigmas, n_frames))) / max(n_frames, 1) if h else 0.0
+    step = max(1, int(_BATCH_PAIRS // max(per_replica, 1.0)))
+    return [slice(a, min(r, a + step)) for a in range(0, r, step)]
 #: Events (replicas x hops) the reference and the null model evaluate per call: past
 #: ~2,500 hops fewer repetitions are drawn (each already samples > 10^7 pairs), so the
 #: cost of a slider move stays O(budget x overlaps per hop), not O(replicas x hops).
@@ -197,17 +209,20 @@ def random_reference(
     total, positive = 0.0, []
     per_batch = max(1, _BATCH_EVENTS // h)
     for r0 in range(0, repetitions, per_batch):
-        r = min(per_batch, repetitions - r0)
-        mids = rng.uniform(0, n_frames - 1, size=(r, h))
-        ev = Events(*_stack_replicas(mids, sig, n_frames), n_frames)
-        order, a, b, c = _sorted_correlations(ev)
-        z = ev.z.reshape(r, h)
-        # Sum over all pairs of C = overlap part - sum_{h<k} z_h z_k (non-overlapping pairs: -z z).
-        zz = 0.5 * (z.sum(axis=1) ** 2 - (z * z).sum(axis=1))
-        zs = ev.z[order]
-        x = c + zs[a] * zs[b]
-        total += float(x.sum() - zz.sum())
-        positive.append(c[c > 0])
+        all_mids = rng.uniform(0, n_frames - 1, size=(min(per_batch, repetitions - r0), h))
+        for part in _sub_batches(len(all_mids), sig, n_frames):  # the same draws, fewer pairs at once
+            mids = all_mids[part]
+            r = len(mids)
+            ev = Events(*_stack_replicas(mids, sig, n_frames), n_frames)
+            order, a, b, c = _sorted_correlations(ev)
+            z = ev.z.reshape(r, h)
+            # Sum over all pairs of C = overlap part - sum_{h<k} z_h z_k (non-overlapping pairs: -z z).
+            zz = 0.5 * (z.sum(axis=1) ** 2 - (z * z).sum(axis=1))
+            zs = ev.z[order]
+            x = c + zs[a] * zs[b]
+            total += float(x.sum() - zz.sum())
+            positive.append(c[c > 0])
+            del order, a, b, c, x, ev
     n_pairs = repetitions * h * (h - 1) // 2
     return Reference(total / n_pairs, np.concatenate(positive), n_pairs, repetitions)
 
@@ -516,18 +531,22 @@ def null_replicas(
         if h == 0:
             rows.append(np.zeros((r, 1), int))
             continue
-        shift = rng.integers(0, n_frames, size=(r, n_ions))
-        mids = np.mod(hops.mid_frame[None, :] + shift[:, hops.ion], n_frames)
-        ev = Events(*_stack_replicas(mids, sigmas, n_frames), n_frames)
-        order, a, b, _ = _concerted_sorted(ev, level, near)
-        labels = np.empty(r * h, int)
-        labels[order] = _labels(a, b, r * h, rows_sorted=True)  # components in time order
-        sizes = np.bincount(labels)
-        replica_of_label = np.zeros(len(sizes), int)
-        replica_of_label[labels] = np.arange(r * h) // h
-        table = np.zeros((r, h + 1), int)
-        np.add.at(table, (replica_of_label, sizes), 1)
-        rows.append(table)
+        all_shifts = rng.integers(0, n_frames, size=(r, n_ions))
+        for part in _sub_batches(r, sigmas, n_frames):  # the same draws, fewer pairs at once
+            shift = all_shifts[part]
+            r = len(shift)
+            mids = np.mod(hops.mid_frame[None, :] + shift[:, hops.ion], n_frames)
+            ev = Events(*_stack_replicas(mids, sigmas, n_frames), n_frames)
+            order, a, b, _ = _concerted_sorted(ev, level, near)
+            labels = np.empty(r * h, int)
+            labels[order] = _labels(a, b, r * h, rows_sorted=True)  # components in time order
+            sizes = np.bincount(labels)
+            replica_of_label = np.zeros(len(sizes), int)
+            replica_of_label[labels] = np.arange(r * h) // h
+            table = np.zeros((r, h + 1), int)
+            np.add.at(table, (replica_of_label, sizes), 1)
+            rows.append(table)
+            del order, a, b, ev
     return np.concatenate(rows)
 
 

@@ -13,6 +13,7 @@ Gaussian width, so the true groups are known.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -290,6 +291,9 @@ def make_independent_walkers(
     transit_frames: tuple[int, int] = (6, 14),
     n_framework: int = 8,
     seed: int = 0,
+    out: str | Path | None = None,
+    dtype=np.float64,
+    chunk_bytes: int = 64 << 20,
 ) -> Synthetic:
     """Ions that random-walk over many sites of a cubic lattice with no coupling at all.
 
@@ -298,6 +302,11 @@ def make_independent_walkers(
     starts at the ion's own random phase, so the hop times are stationary), so any
     overlap in time between ions is chance: the null model must call it "chance". Ions
     do not exclude one another (they only need to be independent).
+
+    The positions are generated ``chunk_bytes`` of frames at a time (the same numbers
+    whatever the chunk) into an array of ``dtype``, or, with ``out``, into a ``.npy`` at
+    that path, memory-mapped (the trajectory then holds the map): a run of 10^8
+    ion-frames never needs its positions in memory, only one chunk of them.
     """
     rng = np.random.default_rng(seed)
     cell = np.eye(3) * grid * spacing_A
@@ -316,13 +325,36 @@ def make_independent_walkers(
     d, s0, v = dur.ravel(), start.ravel(), (step / dur[..., None]).reshape(-1, 3)
     k = np.repeat(np.arange(len(d)), d)
     frames = s0[k] + np.arange(d.sum()) - np.repeat(np.cumsum(d) - d, d)
-    vel = np.zeros((n_frames, n_mobile, 3))
-    np.add.at(vel, (frames, ion[k]), v[k])
+    order = np.argsort(frames, kind="stable")
+    frames, k = frames[order], k[order]
     home = rng.integers(0, grid, size=(n_mobile, 3)) * spacing_A
-    cart = home + np.cumsum(vel, axis=0) + rng.normal(scale=vib_A, size=vel.shape)
-    fw = rng.random((n_framework, 3)) @ cell + rng.normal(scale=vib_A, size=(n_frames, n_framework, 3))
-    positions = np.concatenate([cart, fw], axis=1) @ np.linalg.inv(cell)
-    positions -= np.floor(positions)
+    # The noise of the mobile ions, then the framework's: two copies of the generator, the
+    # second moved past the first's draws (drawn and dropped a chunk at a time).
+    n_atoms = n_mobile + n_framework
+    chunk = max(1, chunk_bytes // (n_atoms * 3 * 8))
+    mobile_rng = np.random.default_rng()
+    mobile_rng.bit_generator.state = rng.bit_generator.state
+    for a in range(0, n_frames, chunk):
+        rng.normal(scale=vib_A, size=(min(chunk, n_frames - a), n_mobile, 3))
+    fw_home = rng.random((n_framework, 3)) @ cell
+    inv = np.linalg.inv(cell)
+    shape = (n_frames, n_atoms, 3)
+    positions = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=shape) if out else np.empty(shape, dtype)
+    carry = np.zeros((n_mobile, 3))
+    for a in range(0, n_frames, chunk):
+        b = min(n_frames, a + chunk)
+        vel = np.zeros((b - a, n_mobile, 3))
+        lo, hi = np.searchsorted(frames, [a, b])
+        np.add.at(vel, (frames[lo:hi] - a, ion[k[lo:hi]]), v[k[lo:hi]])
+        vel[0] += carry  # the walk so far: the cumulative sum runs on as if in one piece
+        walk = np.cumsum(vel, axis=0)
+        carry = walk[-1]
+        cart = home + walk + mobile_rng.normal(scale=vib_A, size=vel.shape)
+        fw = fw_home + rng.normal(scale=vib_A, size=(b - a, n_framework, 3))
+        frac = np.concatenate([cart, fw], axis=1) @ inv
+        positions[a:b] = frac - np.floor(frac)
+    if out:
+        positions.flush()
     species = ["Li"] * n_mobile + ["S"] * n_framework
     traj = Trajectory(positions, cell, species, timestep_fs=timestep_fs, temperature_K=600.0, source="independent walkers")
     pos0 = home[ion] + np.cumsum(step, axis=1).reshape(-1, 3) - step.reshape(-1, 3)

@@ -214,3 +214,29 @@ def test_wide_clusters_are_not_centres():
     got = select(cl, x[:, None, :], 0.7, 1.0)  # default: clusters wider than 2 Å rms are not centres
     assert got.k[0] == 8
     assert cdist(sites, got.centres[0]).min(axis=1).max() < 0.05
+
+
+def test_kmeans_scan_gives_each_k_as_if_run_alone():
+    """The scan draws the seeds of every K at once (those of K are the first K of the
+    largest K's) and iterates K by K: each K's centres are exactly those of a run of that K alone."""
+    from iondiff_core.centres import weighted_kmeans, weighted_kmeans_scan
+
+    rng = np.random.default_rng(4)
+    pts = blobs(rng.uniform(0, 8, (6, 3)), 60, 0.3, seed=4)
+    w = rng.integers(1, 20, len(pts)).astype(float)
+    scan = weighted_kmeans_scan(pts, w, range(2, 9))
+    for k, c in zip(range(2, 9), scan):
+        assert c.shape == (k, 3)
+        assert np.array_equal(c, weighted_kmeans(pts, w, k))
+
+
+def test_nearest_centre_ties_go_to_the_first_centre_as_argmin():
+    from iondiff_core.centres import _argmin0, _nearest
+
+    d = np.array([[1.0, 2.0, 0.5], [1.0, 0.5, 0.5]])  # (K, T): frames 0 and 2 tie
+    assert _argmin0(d).tolist() == np.argmin(d, axis=0).tolist() == [0, 1, 0]
+    pts = np.array([[0.0, 0, 0], [1.0, 0, 0], [3.0, 0, 0]])
+    centres = np.array([[[0.5, 0, 0], [0.5, 0, 0], [3.0, 0, 0]]])  # a duplicated centre
+    onehot, low = _nearest(centres, np.concatenate([-2.0 * pts.T, np.ones((1, 3))]))
+    assert onehot[0].astype(int).tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 1]]
+    assert np.allclose(low[0] + (pts ** 2).sum(axis=1), [0.25, 0.25, 0.0])

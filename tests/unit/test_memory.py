@@ -134,3 +134,42 @@ def test_cli_reads_mobile_only_unless_all_atoms(tmp_path):
     a, b = docs
     assert a["input"]["species"] == b["input"]["species"] == {"S": 8, "Li": 6}
     assert [(h["atom"], h["start"], h["end"]) for h in a["hops"]] == [(h["atom"], h["start"], h["end"]) for h in b["hops"]]
+
+
+def test_independent_walkers_are_written_a_chunk_at_a_time_into_a_memory_map(tmp_path):
+    kw = dict(n_frames=3000, n_mobile=12, hops_per_ion=6, n_framework=4, seed=5)
+    whole = make_independent_walkers(**kw)
+    path = tmp_path / "walkers.npy"
+    chunked = make_independent_walkers(**kw, out=path, chunk_bytes=20_000)  # 125 frames a chunk
+    on_disk = np.load(path, mmap_mode="r")
+    assert np.array_equal(on_disk, whole.trajectory.positions_frac)  # the same numbers, whatever the chunk
+    assert np.array_equal(chunked.trajectory.positions_frac, whole.trajectory.positions_frac)
+    assert [(h.ion, h.start, h.end) for h in chunked.hops] == [(h.ion, h.start, h.end) for h in whole.hops]
+    assert float(np.min(on_disk)) >= 0 and float(np.max(on_disk)) < 1  # wrapped fractional coordinates
+
+
+def test_reference_and_null_model_do_not_depend_on_how_many_pairs_are_held_at_once(monkeypatch):
+    """The reference and the null model evaluate their overlapping pairs a sub-batch at a
+    time (memory); the draws and so the answers are the same whatever the sub-batch."""
+    from iondiff_core import correlations
+    from iondiff_core.hops import Hops
+
+    p = make_independent_walkers(n_frames=6000, n_mobile=40, hops_per_ion=12, seed=3).hops
+    n = len(p)
+    origin, target = np.array([x.origin_A for x in p]), np.array([x.target_A for x in p])
+    h = Hops(np.array([x.ion for x in p]), np.array([x.start for x in p]), np.array([x.end for x in p]), np.zeros(n, int),
+             np.ones(n, int), origin, target, np.linalg.norm(target - origin, axis=1), np.zeros(n, bool), np.ones(n, bool))
+    sig = correlations.event_sigmas(h)
+
+    def run():
+        ref = correlations.random_reference(sig, 6000, 30, seed=2)
+        null = correlations.null_replicas(h, sig, 6000, ref.level("mean"), 40, seed=2)
+        return ref, null
+
+    ref, null = run()
+    monkeypatch.setattr(correlations, "_BATCH_PAIRS", 50)  # one replica per sub-batch
+    assert len(correlations._sub_batches(30, sig, 6000)) == 30
+    ref_small, null_small = run()
+    assert ref_small.mean == pytest.approx(ref.mean, rel=1e-12, abs=1e-15)
+    assert ref_small.level(0.95) == ref.level(0.95)
+    assert np.array_equal(null_small, null)
