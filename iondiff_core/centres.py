@@ -690,9 +690,8 @@ def _sqdist_batch(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 def _label_frames(x, mu):
     """Every frame labelled to its nearest centre of the histogram's k-means ``mu``; the
-    centres become the means of their frames (a centre no frame is nearest to is dropped).
-    Returns (centres (K, 3), labels (T,), frames per centre (K,), squared distances (K, T)
-    of every frame to every centre).
+    centres become the means of their frames. Returns (centres (K, 3), labels (T,), frames
+    per centre (K,), squared distances (K, T) of every frame to every centre).
 
     Voxel positions are the exact means of their frames, so the histogram's weighted
     centroids are the frames' centroids; the only approximation is that one voxel's
@@ -704,8 +703,9 @@ def _label_frames(x, mu):
     recorded with them). Only with fewer than K distinct frames can one stay empty; it
     is then dropped, and the entry has fewer centres than its K.
     """
+    k = len(mu)
     labels = _argmin0(_sqdist_kt(x, mu))
-    counts = np.bincount(labels, minlength=len(mu)).astype(float)
+    counts = np.bincount(labels, minlength=k).astype(float)
     for _ in range(2 * k):
         empty = np.flatnonzero(counts == 0)
         if not len(empty):
@@ -716,8 +716,8 @@ def _label_frames(x, mu):
         if own[far] <= 0:
             break  # every frame sits on its centre: fewer distinct frames than K
         mu[empty[0]] = x[far]
-        labels = np.argmin(_sqdist(x, mu), axis=1)
-        counts = np.bincount(labels, minlength=len(mu)).astype(float)
+        labels = _argmin0(_sqdist_kt(x, mu))
+        counts = np.bincount(labels, minlength=k).astype(float)
     if not (counts > 0).all():
         mu = mu[counts > 0]
         labels = _argmin0(_sqdist_kt(x, mu))

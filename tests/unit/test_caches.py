@@ -136,8 +136,8 @@ def test_kmeans_with_an_empty_cluster_returns_k_centres():
     mu0 = centres.weighted_kmeans(points, weights, 3, params.kmeans_n_init, params.seed)
     first = np.argmin(centres._sqdist(x, mu0), axis=1)
     assert len(np.unique(first)) == 2  # the data make one of the 3 clusters empty
-    mu, labels = centres._kmeans(x, points, weights, 3, params)
-    assert len(mu) == 3 and np.bincount(labels, minlength=3).min() >= 1
+    mu, labels, counts, _ = centres._label_frames(x, mu0)
+    assert len(mu) == 3 and np.bincount(labels, minlength=3).min() >= 1 and np.array_equal(counts, np.bincount(labels))
     np.testing.assert_allclose(mu, centres._cluster_means(x, labels, np.bincount(labels, minlength=3)))
 
 
