@@ -8,7 +8,6 @@ reaches ``pages.analyse.layout(entry=<id>)``. A page's layout reads the app's
 from __future__ import annotations
 
 import dash
-import diskcache
 from dash import Dash, dcc, html
 from flask import current_app
 from flask_caching import Cache
@@ -26,15 +25,18 @@ def page_config() -> Config:
 
 
 def make_manager(cfg: Config):
-    """Celery workers through Redis when REDIS_URL is set; else a disk cache that every
-    gunicorn worker shares (never DiskcacheManager() without a cache: it breaks there)."""
-    from dash import CeleryManager, DiskcacheManager
+    """Celery workers through Redis when REDIS_URL is set; else :class:`dashboard.jobs.JobManager`,
+    a disk cache that every gunicorn worker shares with a queue of IONDIFF_MAX_JOBS slots
+    and a time limit (never DiskcacheManager() without a cache: it breaks there)."""
+    from dash import CeleryManager
 
     if cfg.redis_url:
         from dashboard.celery_app import celery_app
 
         return CeleryManager(celery_app)
-    return DiskcacheManager(diskcache.Cache(str(cfg.jobs)))
+    from dashboard.jobs import JobManager
+
+    return JobManager(cfg.jobs, max_jobs=cfg.max_jobs, time_limit_s=cfg.job_time_limit_s, max_queued=cfg.max_queued)
 
 
 def create_app(data_dir=None, roots=None) -> Dash:
