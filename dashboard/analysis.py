@@ -136,9 +136,12 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
     traj.release_positions()  # unwrapped (memory-mapped from the stage cache): the frames are not needed again
     result = session.result(params, each)
-    doc = result.to_dict()
+    from dashboard.views import public_data
+
     name = name or run_name(source)
+    doc = result.to_dict()
     doc["input"]["source"] = name
+    doc = public_data(cfg, doc)  # the stored result is downloaded as it is: no server path in it
     out = cfg.results / f"{digest[:32]}-{key}.json"
     write_atomic(out, report.dumps(doc))
     species = result.prep.species

@@ -174,7 +174,9 @@ class _Watchdog:
     """In a job process: ends it (after recording the failure) when an analysis runs past
     the time limit. :func:`restart_clock` starts a new analysis's clock (a queue of runs)."""
 
-    current: "_Watchdog | None" = None
+    current: "_Watchdog | None" = None  # this job process's watchdog
+    current_record = None  # records when the current analysis started (for the polls' backstop)
+    slot = None  # the slot's lock file, held while the job process lives
 
     def __init__(self, limit_s: float, expire):
         self.limit_s = limit_s
@@ -199,9 +201,6 @@ def restart_clock() -> None:
         _Watchdog.current.restart()
         if _Watchdog.current_record is not None:
             _Watchdog.current_record()
-
-
-_Watchdog.current_record = None
 
 
 def _kill_children() -> None:

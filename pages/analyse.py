@@ -402,7 +402,7 @@ def _run_queue(cfg, items: list[dict], report) -> list[dict]:
             source = {"kind": "server", "path": str(path), **info}
 
             def step(f, m, it=it):
-                it.update(progress=round(f, 4), message=m)
+                it.update(progress=round(f, 4), message=views.public_message(cfg, m))
                 report(items)
 
             it["entry"] = _analyse(cfg, source, _default_species(info.get("species") or []), info.get("timestep_fs"),
@@ -521,7 +521,8 @@ def register(app, cfg, cache):
     def run_job(set_progress, _, source, species, timestep, temperature):
         try:
             set_progress(("0", "starting"))
-            entry = _analyse(cfg, source, species, timestep, temperature, lambda f, m: set_progress((str(round(f, 4)), m)))
+            entry = _analyse(cfg, source, species, timestep, temperature,
+                             lambda f, m: set_progress((str(round(f, 4)), views.public_message(cfg, m))))
             set_progress(("1", "done"))
             return entry, None
         except InputError as exc:

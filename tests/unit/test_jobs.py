@@ -215,6 +215,9 @@ def test_no_server_path_in_any_page_output_or_download(analysed):
         seen.append(r.get_data(as_text=True))
     download = next(json.loads(t)["response"]["dl-json"]["data"]["content"] for t in seen if '"dl-json"' in t)
     assert json.loads(download)["input"]["source"] == "LiX_600K"
+    from dashboard.storage import Library
+
+    seen.append(Path(Library(cfg.library_db).get(entry).result).read_text())  # the stored result, downloaded from the library
     for text in seen:
         for p in secret_paths:
             assert p not in text and json.dumps(p)[1:-1] not in text
@@ -310,6 +313,19 @@ def test_job_over_its_time_limit_is_stopped_and_reported(tmp_path):
     assert _result(manager, "quick", pid2) == 1
 
 
+def _three_runs(set_progress, seconds):
+    for _ in range(3):  # a queue of runs: each run's clock starts anew
+        jobs.restart_clock()
+        time.sleep(seconds)
+    return "all done"
+
+
+def test_time_limit_counts_per_run_of_a_queue(tmp_path):
+    manager = jobs.JobManager(tmp_path / "jobs", max_jobs=1, time_limit_s=2)
+    pid = _start(manager, "queue", _three_runs, 1.2)  # 3.6 s in all, 1.2 s per run
+    assert _result(manager, "queue", pid) == "all done"
+
+
 # --------------------------------------------------------------------------- 4. dead job
 def test_killed_job_is_reported_failed_not_frozen(tmp_path):
     manager = jobs.JobManager(tmp_path / "jobs", max_jobs=1, time_limit_s=600)
@@ -356,6 +372,38 @@ def test_page_poll_after_kill_shows_failure(tmp_path, monkeypatch):
     text = forge(client, app, "entry-store.data...run-error.children", {}, query=poll).get_data(as_text=True)
     assert "the analysis failed" in text and "ended without a result" in text
     assert '"progress-text": {"children": "failed"}' in text.replace("'", '"') or "failed" in json.dumps(json.loads(text).get("sideUpdate"))
+
+
+def test_page_shows_queue_position_while_the_slot_is_taken(tmp_path, monkeypatch):
+    import pages.analyse
+
+    def slow(cfg, src, sp, ts, t, progress):
+        progress(0.5, "clustering")
+        time.sleep(1.5)
+        return None
+
+    monkeypatch.setattr(pages.analyse, "_analyse", slow)
+    monkeypatch.setenv("IONDIFF_MAX_JOBS", "1")
+    app = create_app(tmp_path / "data", roots=[])
+    client = app.server.test_client()
+    end_id = _end_id(client)
+    out = "entry-store.data...run-error.children"
+    polls = []
+    for clicks in (1, 2):  # two Run clicks (two tabs): one slot
+        h = forge(client, app, out, {"run-button.n_clicks": clicks, "source-store.data": {"kind": "server"}},
+                  query=f"?endId={end_id}").get_json()
+        polls.append(f"?endId={end_id}&cacheKey={h['cacheKey']}&job={h['job']}")
+    texts = {0: [], 1: []}
+
+    def done():
+        for i, poll in enumerate(polls):
+            if not any('"response"' in t for t in texts[i]):
+                texts[i].append(forge(client, app, out, {}, query=poll).get_data(as_text=True))
+        return all(any('"response"' in t for t in ts) for ts in texts.values())
+
+    until(done, 30, every=0.1)
+    assert any("queued (position 1)" in t for t in texts[1]) and not any("queued" in t for t in texts[0])
+    assert any("clustering" in t for t in texts[1])  # then it ran
 
 
 # --------------------------------------------------------------------------- 5. forged handles
