@@ -13,8 +13,8 @@ Jobs and limits (docs/DEPLOY.md, "Jobs and limits"):
 IONDIFF_MAX_JOBS          analyses running at once in the default mode, over every web process (default 2)
 IONDIFF_MAX_QUEUED        jobs allowed to wait for a free slot; more are refused at once (default 20)
 IONDIFF_JOB_TIME_LIMIT_S  a job running longer is stopped and reported failed (default 21600)
-IONDIFF_MAX_TEXT_MB       largest decompressed trajectory text a job reads (default 16384)
-IONDIFF_MAX_ATOM_FRAMES   largest atoms x frames a job reads (default 2e9)
+IONDIFF_MAX_TEXT_MB       largest decompressed trajectory text a job reads (default 20480)
+IONDIFF_MAX_ATOM_FRAMES   largest atoms x frames a job reads (default 5e8: 6 GB of float32 positions)
 IONDIFF_SESSION_CACHE_MB  memory the web process keeps open trajectories' results in (default 512)
 """
 
@@ -38,8 +38,8 @@ class Config:
     max_jobs: int = 2
     max_queued: int = 20
     job_time_limit_s: float = 21600.0
-    max_text_bytes: int = 16384 * 1024**2
-    max_atom_frames: int = 2_000_000_000
+    max_text_bytes: int = 20480 * 1024**2
+    max_atom_frames: int = 500_000_000
     session_cache_bytes: int = 512 * 1024**2
 
     @classmethod

@@ -245,6 +245,11 @@ class JobManager(DiskcacheManager):
         self.slots = Slots(self.folder / "slots", max_jobs)
         self.time_limit_s = float(time_limit_s)
         self.max_queued = max_queued
+        # The job processes this web process started, ended and closed through multiprocess
+        # itself: reaped by psutil instead, multiprocess never sees them exit and keeps two
+        # pipe descriptors open per job (issue 11: 9 -> 410 descriptors after 200 analyses).
+        self._processes: dict[int, object] = {}
+        self._plock = threading.Lock()
         super().__init__(open_cache(folder))
 
     # The jobs this deployment started: pid -> its start time, result key and stop mark
@@ -271,9 +276,9 @@ class JobManager(DiskcacheManager):
 
     def call_job_fn(self, key, job_fn, args, context):
         import psutil
-        from multiprocess import Process, active_children
+        from multiprocess import Process
 
-        active_children()  # reap finished job processes of this web process
+        self._close_finished()
         if len(self.slots.waiting()) >= self.max_queued:
             self.handle.set(key, failure(
                 f"the server is busy: {self.max_queued} analyses are already waiting for one of "
@@ -281,6 +286,8 @@ class JobManager(DiskcacheManager):
             return 0
         process = Process(target=job_fn, args=(key, self._make_progress_key(key), args, context))
         process.start()
+        with self._plock:
+            self._processes[process.pid] = process
         try:
             created = psutil.Process(process.pid).create_time()
         except psutil.Error:  # already over; nothing can be stopped
@@ -315,17 +322,44 @@ class JobManager(DiskcacheManager):
         pid, rec = found
         if self.handle.get(rec.get("key"), None) is None:  # stopped before its result: cancelled
             self.handle.set(_RECORD.format(pid), {**rec, "stopped": True}, expire=self.time_limit_s + 7 * 86400)
+        with self._plock:
+            mine = self._processes.pop(pid, None)
         with self.handle.transact():
             if not self._same_process(pid, rec):
+                if mine is not None:
+                    self._close(mine)
                 return
-            process = psutil.Process(pid)
-            for proc in process.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
+            with contextlib.suppress(psutil.Error):
+                for proc in psutil.Process(pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        proc.kill()
+            if mine is not None:  # started here: ended, reaped and closed through multiprocess
+                if mine.is_alive():
+                    mine.kill()
+                mine.join(1)
+                self._close(mine)
+                return
+            process = psutil.Process(pid)  # started by another web process of this deployment
             with contextlib.suppress(psutil.Error):
                 process.kill()
             with contextlib.suppress(psutil.Error):
                 process.wait(1)
+
+    def _close(self, process) -> None:
+        """Release a job process's descriptors once it has ended (later if it has not yet)."""
+        if process.exitcode is None:
+            with self._plock:
+                self._processes[process.pid] = process
+        else:
+            process.close()
+
+    def _close_finished(self) -> None:
+        with self._plock:
+            done = [p for p in self._processes.values() if not p.is_alive()]
+            for p in done:
+                del self._processes[p.pid]
+        for p in done:
+            self._close(p)
 
     def terminate_unhealthy_job(self, job):
         found = self._record(job)
