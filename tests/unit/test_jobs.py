@@ -38,7 +38,7 @@ def until(check, timeout=20.0, every=0.05):
 def forge(client, app, output: str, values: dict, trigger: str | None = None, query: str = ""):
     """POST /_dash-update-component as a hostile client would: the callback whose output key
     contains ``output``, with ``values`` ({"id.prop": value}) for its inputs and states."""
-    key = next(k for k in app.callback_map if output in k)
+    key = output if output in app.callback_map else next(k for k in app.callback_map if output in k)
     cb = app.callback_map[key]
     outs = [o for o in key.strip(".").split("...")] if key.startswith("..") else [key]
     outputs = [{"id": o.rsplit(".", 1)[0].split("@")[0], "property": o.rsplit(".", 1)[1].split("@")[0]} for o in outs]
@@ -372,6 +372,35 @@ def test_page_poll_after_kill_shows_failure(tmp_path, monkeypatch):
     text = forge(client, app, "entry-store.data...run-error.children", {}, query=poll).get_data(as_text=True)
     assert "the analysis failed" in text and "ended without a result" in text
     assert '"progress-text": {"children": "failed"}' in text.replace("'", '"') or "failed" in json.dumps(json.loads(text).get("sideUpdate"))
+
+
+def test_queue_job_killed_marks_its_running_run_failed_and_keeps_the_rest(tmp_path, monkeypatch):
+    import psutil
+
+    import pages.analyse
+
+    def stuck(cfg, items, report):
+        items[0].update(state="done", progress=1.0)
+        items[1].update(state="running", progress=0.4, message="clustering ion 2 of 9")
+        report(items)
+        time.sleep(120)
+
+    monkeypatch.setattr(pages.analyse, "_run_queue", stuck)
+    app = create_app(tmp_path / "data", roots=[])
+    client = app.server.test_client()
+    end_id = _end_id(client)
+    items = [pages.analyse._queue_item(p, p) for p in ("a", "b", "c")]
+    before = {c.pid for c in psutil.Process().children()}
+    h = forge(client, app, "queue-store.data", {"queue-run.n_clicks": 1, "queue-store.data": items},
+              query=f"?endId={end_id}").get_json()
+    (pid,) = {c.pid for c in psutil.Process().children()} - before
+    poll = f"?endId={end_id}&cacheKey={h['cacheKey']}&job={h['job']}"
+    until(lambda: "clustering ion 2" in forge(client, app, "queue-store.data", {}, query=poll).get_data(as_text=True))
+    os.kill(pid, signal.SIGKILL)
+    doc = until(lambda: (r := forge(client, app, "queue-store.data", {}, query=poll).get_json() or {}).get("response") and r)
+    rows = doc["response"]["queue-store"]["data"]
+    assert [r["state"] for r in rows] == ["done", "failed", "queued"]
+    assert "ended without a result" in rows[1]["message"]
 
 
 def test_page_shows_queue_position_while_the_slot_is_taken(tmp_path, monkeypatch):
