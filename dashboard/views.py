@@ -113,9 +113,11 @@ MAX_QUEUE = 200
 MAX_GROUP = 10**7
 COLOR_BY = ("group", "ion")
 REFERENCE_MODES = ("mean", "quantile")
+#: A queued run's states; the last three are final.
 QUEUE_STATES = ("queued", "running", "done", "failed", "cancelled")
 _ENTRY_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-_SPECIES = re.compile(r"[A-Z][a-z]?")
+#: A species label: an element symbol, or a file's own label (a LAMMPS type "1", "Li1").
+_SPECIES = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,15}")
 
 
 def _shown(value) -> str:
@@ -187,10 +189,19 @@ def run_values(species, timestep, temperature) -> tuple[str | None, float | None
     """The Run button's species, timestep (fs per frame) and temperature (K), checked.
     An empty timestep stays None (the run is then refused with how to give it)."""
     if species is not None and (not isinstance(species, str) or not _SPECIES.fullmatch(species)):
-        raise InputError(f"mobile species: {_shown(species)} is not a chemical element symbol")
+        raise InputError(f"mobile species: {_shown(species)} is not a species label")
     ts = None if timestep in (None, "") else bounded_number(timestep, "timestep", *TIMESTEP_BOUNDS_FS, " fs per frame")
     t = None if temperature in (None, "") else bounded_number(temperature, "temperature", *TEMPERATURE_BOUNDS_K, " K")
     return species, ts, t
+
+
+def species_values(values) -> list[str]:
+    """The species a file holds, as the page keeps them (at most 200 labels)."""
+    if values is None:
+        return []
+    if not isinstance(values, list) or len(values) > 200:
+        raise InputError("species: not a list of species labels")
+    return [run_values(v, None, None)[0] for v in values]
 
 
 def queue_value(items) -> list[dict]:

@@ -358,8 +358,7 @@ def _default_species(species: list[str]) -> str | None:
                 species[0] if species else None)
 
 
-#: A queued run's states; the last three are final.
-QUEUE_STATES = ("queued", "running", "done", "failed", "cancelled")
+QUEUE_STATES = views.QUEUE_STATES
 
 
 def _queue_item(path: str, label: str) -> dict:
@@ -475,7 +474,7 @@ def register(app, cfg, cache):
         if source.get("kind") == "error":
             return [], None, alert(str(source.get("error"))[: views.MAX_TEXT]), None, "0", "", None, None
         try:
-            species = [views.run_values(x, None, None)[0] for x in views.picked_paths(source.get("species"))]
+            species = views.species_values(source.get("species"))
             _, timestep, temperature = views.run_values(None, source.get("timestep_fs"), source.get("temperature_K"))
         except InputError as exc:
             return [], None, alert(str(exc)), None, "0", "", None, None
