@@ -42,7 +42,7 @@ from dash.background_callback.managers.diskcache_manager import _make_job_fn
 log = logging.getLogger(__name__)
 
 #: Seconds between a waiting job's looks at the slots.
-POLL_S = 0.25
+POLL_S = 0.5
 #: A poll stops a job this long past its time limit if its own watchdog did not.
 GRACE_S = 30.0
 _RECORD = "iondiff-job:{}"
