@@ -200,10 +200,12 @@ def resident_bytes(obj, _seen: set | None = None) -> int:
 
 
 class _BytesLRU:
-    """A thread-safe LRU bounded by the bytes its values hold in memory
-    (:func:`resident_bytes`); a value larger than the whole budget is not kept."""
+    """A thread-safe LRU of at most ``size`` values (each session keeps memory-mapped files
+    open) and at most ``max_bytes`` held in memory (:func:`resident_bytes`, given at each
+    :meth:`put`); a value larger than the whole budget is not kept."""
 
-    def __init__(self):
+    def __init__(self, size: int = 4):
+        self.size = size
         self._d: OrderedDict = OrderedDict()  # key -> (value, bytes)
         self._lock = threading.Lock()
 
@@ -223,7 +225,7 @@ class _BytesLRU:
                 return
             # A session grows as slider moves memoise hop stages: measure the kept ones again.
             self._d = OrderedDict((k, (v, resident_bytes(v))) for k, (v, _) in self._d.items())
-            while self._d and sum(b for _, b in self._d.values()) + size > max_bytes:
+            while self._d and (len(self._d) >= self.size or sum(b for _, b in self._d.values()) + size > max_bytes):
                 self._d.popitem(last=False)
             self._d[key] = (value, size)
 
@@ -255,14 +257,24 @@ def slider_parameters(entry: Entry, sliders: dict) -> Parameters:
     return base_parameters(entry).replace(**sliders)
 
 
+#: One session rebuilt at a time: concurrent views of an entry not in memory (one callback
+#: per view, each thread) wait for the first to open it instead of each reading the file.
+_OPENING = threading.Lock()
+
+
 def session_for(cfg: Config, entry: Entry) -> Session:
-    """The entry's session: from memory, or rebuilt from its file and the stage cache."""
+    """The entry's session: from memory, or rebuilt from its file (within the read limits)
+    and the stage cache, whose positions it maps from disk."""
     s = _SESSIONS.get(entry.id)
     if s is None:
-        p = entry.params
-        s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"), p.get("temperature_K"),
-                         allow_truncated=bool(p.get("allow_truncated")), **read_limits(cfg, Session.open))
-        _SESSIONS.put(entry.id, s, cfg.session_cache_bytes)
+        with _OPENING:
+            s = _SESSIONS.get(entry.id)
+            if s is None:
+                p = entry.params
+                s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"),
+                                 p.get("temperature_K"), allow_truncated=bool(p.get("allow_truncated")),
+                                 **read_limits(cfg, Session.open))
+                _SESSIONS.put(entry.id, s, cfg.session_cache_bytes)
     return s
 
 
