@@ -35,7 +35,7 @@ from iondiff_core.parameters import CLUSTERING_FIELDS, Parameters
 from iondiff_core.pipeline import Session
 
 from dashboard.config import Config
-from dashboard.storage import Entry, Library, write_atomic
+from dashboard.storage import Entry, Library, disk_full_as_input_error, maybe_cleanup, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     key = params_key(params)
     found = library.find(digest, key)
     if found is not None and Path(found.result).exists():
+        library.opened(found.id)
         if progress:
             progress(1.0, "already analysed: loaded from the library")
         return found.id
@@ -133,7 +134,8 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         from dashboard.celery_app import CeleryBlockMap
 
         blocks = CeleryBlockMap(cfg.stages)
-    session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
+    with disk_full_as_input_error("the analysis's cache files"):
+        session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
     traj.release_positions()  # unwrapped (memory-mapped from the stage cache): the frames are not needed again
     result = session.result(params, each)
     from dashboard.views import public_data
@@ -163,8 +165,10 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         result=str(out),
         descriptors=desc,
         flags=f"partial: {damaged[0].removeprefix('DAMAGED FILE: ')}" if damaged else "",
+        stage_files=session.stage_files,
     )
     _SESSIONS.put(entry.id, session, cfg.session_cache_bytes)
+    maybe_cleanup(cfg, keep=(entry.id,))  # retention, quota and orphans (throttled over every process)
     return entry.id
 
 
@@ -199,7 +203,7 @@ def resident_bytes(obj, _seen: set | None = None) -> int:
     return resident_bytes(fields, seen) if fields else 0
 
 
-class _BytesLRU:
+class _SessionCache:
     """A thread-safe LRU of at most ``size`` values (each session keeps memory-mapped files
     open) and at most ``max_bytes`` held in memory (:func:`resident_bytes`, given at each
     :meth:`put`); a value larger than the whole budget is not kept."""
@@ -240,7 +244,7 @@ class _BytesLRU:
 
 #: Open sessions of this process (each holds its clustering, hop stages, MSD in memory;
 #: its positions are memory-mapped), within ``cfg.session_cache_bytes``.
-_SESSIONS = _BytesLRU()
+_SESSIONS = _SessionCache()
 
 
 def base_parameters(entry: Entry) -> Parameters:
@@ -274,6 +278,8 @@ def session_for(cfg: Config, entry: Entry) -> Session:
                 s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"),
                                  p.get("temperature_K"), allow_truncated=bool(p.get("allow_truncated")),
                                  **read_limits(cfg, Session.open))
+                if s.stage_files != entry.stage_files:  # rebuilt, or an entry from before they were recorded
+                    Library(cfg.library_db).set_stage_files(entry.id, s.stage_files)
                 _SESSIONS.put(entry.id, s, cfg.session_cache_bytes)
     return s
 

@@ -7,6 +7,10 @@ IONDIFF_MAX_UPLOAD_MB  largest upload accepted (default 2048)
 IONDIFF_SECRET_KEY  signs sessions and job handles (default: generated once, kept in the data folder)
 IONDIFF_HOST, IONDIFF_PORT  where ``python app.py`` listens (see :func:`serve_address`)
 REDIS_URL           if set, background jobs run on Celery workers through Redis
+IONDIFF_RETENTION_DAYS  library entries (with their result, upload and stage files) not opened for this many
+                    days are removed (default 0: kept for ever)
+IONDIFF_MAX_DATA_GB     when the data folder holds more than this many GB, the least recently opened entries
+                    are removed until it holds less (default 0: no quota)
 
 Jobs and limits (docs/DEPLOY.md, "Jobs and limits"):
 
@@ -41,6 +45,9 @@ class Config:
     max_text_bytes: int = 20480 * 1024**2
     max_atom_frames: int = 500_000_000
     session_cache_bytes: int = 512 * 1024**2
+    # Stored state (dashboard.storage.cleanup): 0 turns a limit off.
+    retention_days: float = 0.0
+    max_data_bytes: int = 0
 
     @classmethod
     def from_env(cls, data_dir=None, roots=None) -> "Config":
@@ -52,6 +59,8 @@ class Config:
             roots=[Path(r).resolve() for r in roots],
             max_upload_bytes=int(float(os.environ.get("IONDIFF_MAX_UPLOAD_MB", "2048")) * 1024**2),
             redis_url=os.environ.get("REDIS_URL") or None,
+            retention_days=_limit_env("IONDIFF_RETENTION_DAYS", "days"),
+            max_data_bytes=int(_limit_env("IONDIFF_MAX_DATA_GB", "GB") * 1024**3),
         )
         cfg.read_job_limits(os.environ)
         cfg.ensure_folders()
@@ -118,6 +127,18 @@ class Config:
             tmp.write_text(secrets.token_hex(32))
             os.replace(tmp, p)  # several processes may race: any one of the keys wins for all
         return p.read_text().strip()
+
+
+def _limit_env(name: str, unit: str) -> float:
+    """A storage limit from the environment: a number >= 0 of ``unit`` (unset or 0: no limit)."""
+    text = os.environ.get(name, "").strip() or "0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number of {unit} (0 or unset: no limit)") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}={text!r} must be a finite number of {unit} >= 0 (0 or unset: no limit)")
+    return value
 
 
 DEFAULT_HOST = "127.0.0.1"

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5
 #: A poll stops a job this long past its time limit if its own watchdog did not.
 GRACE_S = 30.0
+#: A job process that cannot open the jobs cache within this long ends (reported failed by the
+#: next poll): a fork taken while another thread of the web process was inside SQLite leaves
+#: SQLite's mutexes locked in the child for ever.
+STARTUP_S = 120.0
 _RECORD = "iondiff-job:{}"
 #: Suffix of the key holding a job's last progress value (the progress key is emptied by each poll).
 _LAST = "-last-progress"
@@ -187,9 +191,12 @@ class _Watchdog:
     def restart(self):
         self.deadline = time.monotonic() + self.limit_s
 
+    def cancel(self):
+        self.deadline = float("inf")
+
     def _watch(self):
         while (left := self.deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 1.0))
+            time.sleep(min(left, 1.0) if left < float("inf") else 1.0)
             if self.deadline - time.monotonic() <= 0:
                 break
         self.expire()
@@ -285,6 +292,7 @@ class JobManager(DiskcacheManager):
                 f"{self.slots.n} slots (IONDIFF_MAX_QUEUED, IONDIFF_MAX_JOBS); try again later"))
             return 0
         process = Process(target=job_fn, args=(key, self._make_progress_key(key), args, context))
+        self.handle.close()  # no connection of this thread crosses the fork (see job_fn)
         process.start()
         with self._plock:
             self._processes[process.pid] = process
@@ -297,14 +305,14 @@ class JobManager(DiskcacheManager):
                         expire=self.time_limit_s + 7 * 86400)
         return process.pid
 
-    def failed(self, fn_key, result_key: str, reason: str):
+    def failed(self, fn_key, result_key: str, reason: str, cache=None):
         """The result of a job that ended without one: the callback's own
         (:func:`failed_result`), else Dash's error form (to ``on_error``)."""
         make = getattr(self.func_registry.get(fn_key), "failed_result", None)
         if make is None:
             return failure(reason)
         try:
-            return make(reason, self.handle.get(result_key + _LAST))
+            return make(reason, (cache or self.handle).get(result_key + _LAST))
         except Exception:  # noqa: BLE001 - a failure report must not fail
             log.exception("the failed_result of a job failed")
             return failure(reason)
@@ -410,7 +418,12 @@ class JobManager(DiskcacheManager):
         slots, manager = self.slots, self
 
         def job_fn(result_key, progress_key, args, context):
-            cache = manager.handle
+            startup = _Watchdog(STARTUP_S, lambda: os._exit(4))  # before any SQLite call (see STARTUP_S)
+            # A connection of its own: the one inherited over fork is never used (closing it
+            # in the child stalled a job for up to the SQLite timeout, 60 s).
+            cache = diskcache.Cache(str(manager.folder))
+            cache.get(progress_key)
+            startup.cancel()
             listed = args if isinstance(args, (list, tuple)) else [args]
 
             def waiting(position):
@@ -424,7 +437,7 @@ class JobManager(DiskcacheManager):
                 cache.set(record + ":run", time.time(), expire=manager.time_limit_s + 7 * 86400)
 
             def expire():
-                cache.set(result_key, manager.failed(key, result_key, manager.limit_message()))
+                cache.set(result_key, manager.failed(key, result_key, manager.limit_message(), cache))
                 log.error("job %s ran past its time limit (%g s) and was stopped", os.getpid(), manager.time_limit_s)
                 _kill_children()
                 os._exit(3)

@@ -25,8 +25,10 @@ gives an exact O(T K) closed form (:func:`squared_silhouette`).
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,6 +430,9 @@ def write_npy(path: str | os.PathLike, dtype, shape: tuple, fill: Callable[[np.n
     copy in memory), under a temporary name then renamed: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    need = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if shutil.disk_usage(path.parent).free < need:  # a memory map on a full disk is a SIGBUS, not an error
+        raise OSError(errno.ENOSPC, f"No space left on device: {need / 1e9:.2f} GB needed for {path.name}")
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(out)
@@ -631,10 +636,28 @@ def _kmeans(x, points, weights, k, params: Parameters):
     Voxel positions are the exact means of their frames, so the histogram's weighted
     centroids are the frames' centroids; the only approximation is that one voxel's
     frames cannot be split between clusters (voxels are 0.1 Å).
+
+    A centre that no frame is nearest to (its voxels' frames all lie nearer other centres)
+    is moved to the frame farthest from its own cluster's mean, as scikit-learn's k-means
+    relocates empty clusters, so that K centres come back for every K tried (the K
+    recorded with them). Only with fewer than K distinct frames can one stay empty; it
+    is then dropped, and the entry has fewer centres than its K.
     """
     mu = weighted_kmeans(points, weights, k, params.kmeans_n_init, params.seed)
     labels = np.argmin(_sqdist(x, mu), axis=1)
     counts = np.bincount(labels, minlength=len(mu)).astype(float)
+    for _ in range(2 * k):
+        empty = np.flatnonzero(counts == 0)
+        if not len(empty):
+            break
+        mu = _cluster_means(x, labels, counts)
+        own = np.einsum("td,td->t", x - mu[labels], x - mu[labels])
+        far = int(np.argmax(own))
+        if own[far] <= 0:
+            break  # every frame sits on its centre: fewer distinct frames than K
+        mu[empty[0]] = x[far]
+        labels = np.argmin(_sqdist(x, mu), axis=1)
+        counts = np.bincount(labels, minlength=len(mu)).astype(float)
     if not (counts > 0).all():
         mu = mu[counts > 0]
         labels = np.argmin(_sqdist(x, mu), axis=1)

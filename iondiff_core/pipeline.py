@@ -19,6 +19,8 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -55,14 +57,16 @@ class StageCache:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.used: set[str] = set()  # names of the files handed out: what an analysis depends on (its library entry lists them)
 
     @staticmethod
     def key(stage: str, parts: dict) -> str:
         blob = json.dumps({"stage": stage, **parts}, sort_keys=True, default=str)
         return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
 
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}.npz"
+    def path(self, key: str, suffix: str = ".npz") -> Path:
+        self.used.add(f"{key}{suffix}")
+        return self.folder / f"{key}{suffix}"
 
     def load(self, key: str) -> dict | None:
         p = self.path(key)
@@ -149,7 +153,7 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, sto
         pos = unwrap(traj, atoms, remove_drift=params.remove_drift, dtype=dtype)
     else:
         which = {"digest": digest, "species": species, "remove_drift": params.remove_drift, "dtype": np.dtype(dtype).name}
-        path = store.folder / f"{StageCache.key('unwrapped', which)}.npy"
+        path = store.path(StageCache.key("unwrapped", which), ".npy")
         if not path.exists():
             centres_mod.write_npy(path, dtype, (traj.n_frames, len(atoms), 3),
                                   lambda out: unwrap(traj, atoms, remove_drift=params.remove_drift, out=out))
@@ -173,10 +177,10 @@ def clustering_stage(
     an ion-major ``.npy`` that each block reads memory-mapped. The result depends on
     neither.
     """
-    key = StageCache.key("clustering", {"digest": prep.digest, **params.clustering_key(), "species": prep.species})
-    if cache is not None and (hit := cache.load(key)) is not None:
+    key = clustering_key(prep, params)
+    if cache is not None and (hit := clustering_from_record(cache.load(key), prep.atoms)) is not None:
         _report(progress, "clustering", 1.0, "clustering loaded from cache")
-        return centres_mod.Clustering.from_arrays(hit)
+        return hit
     n = len(prep.atoms)
 
     def each(done, total):
@@ -187,16 +191,77 @@ def clustering_stage(
     if map_blocks is not None:
         if cache is None:
             raise ValueError("map_blocks needs a stage cache folder that the block workers share")
-        which = {"digest": prep.digest, "species": prep.species, "remove_drift": params.remove_drift}
+        # The clustering version names the file too: the blocks' results are stored under
+        # keys of their arguments (this path among them), so they follow the code's version.
+        which = {"digest": prep.digest, "species": prep.species, "remove_drift": params.remove_drift,
+                 "dtype": prep.positions_A.dtype.name, "shape": list(prep.positions_A.shape), "version": CLUSTERING_VERSION}
         pkey = StageCache.key("positions", which)
-        positions = cache.folder.resolve() / f"{pkey}.npy"
+        positions = cache.path(pkey, ".npy").resolve()
         if not positions.exists():
             centres_mod.write_ion_major(prep.positions_A, positions)
     timestep = prep.trajectory.timestep_fs
     result = centres_mod.cluster_ions(positions, prep.atoms, params, timestep, each, n_jobs, map_blocks)
     if cache is not None:
-        cache.save(key, result.to_arrays())
+        cache.save(key, clustering_record(result))
     return result
+
+
+#: Version of what the clustering stage computes and stores: part of its cache key, so
+#: that a change of the k-means, the silhouette, the windows or the record's layout never
+#: reads an entry written by older code. Bump it with any such change.
+CLUSTERING_VERSION = 2
+
+
+def clustering_key(prep: Prepared, params: Parameters) -> str:
+    """The stage cache key of the clustering, from everything :func:`clustering_stage` reads.
+
+    The positions are identified by the content digest of the trajectory as read (so
+    the frames kept, e.g. of a damaged file, the atom types a type map named, a
+    mobile-only read and its framework drift, and the dtype are in it), with the mobile
+    species, its ions, the unwrapping (``remove_drift``) and the array's shape and dtype;
+    then the clustering parameters, the timestep (fs) and the denoising window in frames
+    it makes (``denoise_fs`` / timestep), and :data:`CLUSTERING_VERSION`.
+    """
+    timestep = float(prep.trajectory.timestep_fs) if prep.trajectory.timestep_fs else None  # 10 and 10.0 alike
+    return StageCache.key("clustering", {
+        "digest": prep.digest, **params.clustering_key(), "species": prep.species,
+        "atoms": hashlib.sha256(np.ascontiguousarray(prep.atoms, dtype=np.int64)).hexdigest(),
+        "shape": list(prep.positions_A.shape), "dtype": prep.positions_A.dtype.name,
+        "timestep_fs": timestep, "denoise_frames": centres_mod.denoise_window(params.denoise_fs, timestep),
+        "version": CLUSTERING_VERSION,
+    })
+
+
+def clustering_record(clustering: centres_mod.Clustering) -> dict[str, np.ndarray]:
+    """The arrays stored for a clustering: :meth:`~iondiff_core.centres.Clustering.to_arrays`
+    and the number of centres of every (ion, window, K) entry, which k-means may make
+    smaller than K (see :func:`clustering_from_record`)."""
+    arrays = clustering.to_arrays()
+    arrays["n_centres"] = np.array([len(c) for ion in clustering.ions for c in ion.centres], dtype=np.int64)
+    return arrays
+
+
+def clustering_from_record(a: dict | None, atoms: np.ndarray) -> centres_mod.Clustering | None:
+    """The clustering of a stored record, or None (recompute) when the record is absent,
+    of another layout, or inconsistent: its centres, sizes and radii must add up to the
+    recorded number of centres of every entry, and its ions must be ``atoms``.
+
+    Entries are cut by their actual number of centres, never by K: an entry whose
+    k-means came out with fewer centres than K would otherwise shift every later one.
+    """
+    if a is None or "n_centres" not in a:
+        return None
+    n_k, ks, n_c = a["n_k"].astype(int), a["ks"].astype(int), a["n_centres"].astype(int)
+    total = int(n_c.sum())
+    if (len(n_k) != len(atoms) or int(n_k.sum()) != len(ks) or len(n_c) != len(ks) or (n_c < 1).any()
+            or len(a["centres"]) != total or len(a.get("sizes", [])) != total or len(a.get("radius", [])) != total
+            or not np.array_equal(np.asarray(a["atoms"]).astype(int), np.asarray(atoms).astype(int))):
+        return None
+    clustering = centres_mod.Clustering.from_arrays({**a, "ks": n_c})
+    starts = np.concatenate([[0], np.cumsum(n_k)])
+    for ion, lo, hi in zip(clustering.ions, starts[:-1], starts[1:]):
+        ion.ks = ks[lo:hi]
+    return clustering
 
 
 @dataclass
@@ -267,22 +332,55 @@ class Result:
 class Memo:
     """Small in-memory memo of derived results keyed by the arrays and values they depend
     on (random references, spatial pair sets, null replicas), so a slider move that does
-    not change them does not recompute them."""
+    not change them does not recompute them.
+
+    Thread-safe (gunicorn threads share it): each key is computed once, by the first
+    caller; the others asking for it meanwhile wait for that result (one lock per key
+    being computed), while other keys are computed in parallel. The oldest entry goes
+    when ``size`` are held.
+    """
 
     def __init__(self, size: int = 32):
-        self._d: dict[str, object] = {}
+        self._d: OrderedDict[str, object] = OrderedDict()
+        self._computing: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
         self.size = size
 
-    def get(self, parts: tuple, compute: Callable[[], object]):
+    @staticmethod
+    def key(parts: tuple) -> str:
+        """Digest of the parts: arrays by their dtype, shape and bytes, anything else by its repr."""
         h = hashlib.sha1()
         for p in parts:
-            h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
-        key = h.hexdigest()
-        if key not in self._d:
-            if len(self._d) >= self.size:
-                self._d.pop(next(iter(self._d)))
-            self._d[key] = compute()
-        return self._d[key]
+            if isinstance(p, np.ndarray):
+                h.update(f"{p.dtype.str}{p.shape}".encode())
+                h.update(np.ascontiguousarray(p).tobytes())
+            else:
+                h.update(repr(p).encode())
+            h.update(b"\x00")
+        return h.hexdigest()
+
+    def get(self, parts: tuple, compute: Callable[[], object]):
+        key = self.key(parts)
+        with self._lock:
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+            pending = self._computing.setdefault(key, threading.Lock())
+        with pending:
+            with self._lock:
+                if key in self._d:
+                    return self._d[key]
+            try:
+                value = compute()
+                with self._lock:
+                    self._d[key] = value
+                    while len(self._d) > self.size:
+                        self._d.popitem(last=False)
+            finally:
+                with self._lock:
+                    if self._computing.get(key) is pending:
+                        del self._computing[key]
+        return value
 
 
 _MEMO = Memo()
@@ -294,7 +392,8 @@ def hop_stage(prep: Prepared, clustering: centres_mod.Clustering, params: Parame
     """Centres at the silhouette threshold, then hops at r_vib."""
     cen = centres_mod.select(clustering, prep.positions_A, params.silhouette_threshold, 2 * params.r_vib_A)
     flat = np.concatenate([np.asarray(m, float).ravel() for m in cen.centres]) if len(cen.centres) else np.zeros(0)
-    nearest = _NEAREST.get(("nearest", prep.digest, cen.k, flat, params.cloud_quantile),
+    where = (prep.digest, prep.species, params.remove_drift, prep.positions_A.shape, prep.positions_A.dtype.str)
+    nearest = _NEAREST.get(("nearest", *where, cen.k, flat, params.cloud_quantile),
                            lambda: hops_mod.nearest_centres(prep.positions_A, cen, params.cloud_quantile))
     return cen, hops_mod.find_hops(prep.positions_A, cen, params.r_vib_A, params.hop_rule, params.cloud_quantile, nearest)
 
@@ -330,11 +429,13 @@ def cheap_stages(
     dist = distribution.n_distribution(corr.sizes, params.n_max, params.seed)
     _report(progress, "hops", 0.5, "null model")
     null = _MEMO.get(
-        ("null", hops.mid_frame, hops.ion, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A),
+        # The spatial pairs (hop ends) count only with a pair distance.
+        ("null", hops.mid_frame, hops.ion, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A,
+         *((hops.origin_A, hops.target_A) if params.pair_distance_A is not None else ())),
         lambda: correlations.null_replicas(hops, sig, t, level, params.n_null, params.seed, cell, params.pair_distance_A, near),
     )
     conc = correlations.concertedness(corr.sizes, null, params.n_max)
-    cons = consistency.check(prep.positions_A, hops)
+    cons = consistency.check(prep.positions_A, hops, vibration_radii_A=ha.radius_A)
     meta = descriptors.metastable_centres(prep, cen, params.metastable_distance_A, params.reference_structure)
     desc = descriptors.simulation_descriptors(prep, cen, ha, transport_result, params, meta)
     warns = list(traj.warnings) + (transport_result.warnings if transport_result is not None else [])
@@ -354,6 +455,9 @@ def cheap_stages(
         warns.append(f"{conc.message} ({per_frame:.1f} ions in transit per frame on average)")
     if dist.fit_note:
         warns.append(f"pdf of n: {dist.fit_note}")
+    failed = [c["message"] for c in cons.checks() if c["passed"] is False]
+    if failed:
+        warns.append("hops do not add up to the displacements (consistency, METHOD.md section 7): " + "; ".join(failed))
     _report(progress, "hops", 1.0, "done")
     return Result(params, prep, cen, ha, level, corr, mech, dist, conc, cons, transport_result, desc, meta, warns)
 
@@ -399,7 +503,8 @@ class Session:
         self.clustering = clustering
         self.transport = transport_result
         self.params = params
-        self._hops: dict[tuple, tuple] = {}
+        self._hops = Memo(size=16)  # (centres, hops) by the hop-stage parameters; shared by threads
+        self.stage_files: list[str] = []  # the stage cache's files this session read or wrote
 
     @classmethod
     def open(
@@ -439,7 +544,9 @@ class Session:
             traj.release_positions()
         clustering = clustering_stage(prep, params, cache, progress, n_jobs, map_blocks)
         tr = transport_stage(prep, params, progress)
-        return cls(prep, clustering, tr, params)
+        session = cls(prep, clustering, tr, params)
+        session.stage_files = sorted(cache.used) if cache else []
+        return session
 
     def result(self, params: Parameters | None = None, progress: Progress | None = None) -> Result:
         params = params or self.params
@@ -452,8 +559,5 @@ class Session:
             m = tr.msd
             tr = TransportResult(m, *transport.diffusion_fits(m, params.msd_fit_start, params.msd_fit_end), tr.van_hove)
         key = (params.silhouette_threshold, params.r_vib_A, params.hop_rule, params.cloud_quantile)
-        if key not in self._hops:
-            if len(self._hops) >= 16:
-                self._hops.pop(next(iter(self._hops)))
-            self._hops[key] = hop_stage(self.prep, self.clustering, params)
-        return cheap_stages(self.prep, self.clustering, tr, params, progress, self._hops[key])
+        hop_result = self._hops.get(key, lambda: hop_stage(self.prep, self.clustering, params))
+        return cheap_stages(self.prep, self.clustering, tr, params, progress, hop_result)

@@ -498,6 +498,7 @@ def register(app, cfg, cache):
         entry = Library(cfg.library_db).get(entry_id)
         if entry is None:
             return no_update, no_update, no_update, no_update, alert("this result is no longer in the library"), True, True
+        Library(cfg.library_db).opened(entry.id)  # retention and the quota keep the recently opened
         p = entry.params
         # The result is on screen: fold the input panels so the thresholds and the figures share the screen.
         return ([{"label": entry.species, "value": entry.species}], entry.species, p.get("timestep_fs"),

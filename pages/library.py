@@ -6,19 +6,21 @@ only where the runs support it, with the reason otherwise."""
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import json
 import logging
+import sqlite3
+import threading
 from pathlib import Path
 
 import dash_ag_grid as dag
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from flask import abort, send_from_directory
 
+from dashboard import csv_safe
 from dashboard.figures import GRAPH_CONFIG, library_stats
-from dashboard.storage import Library
+from dashboard.storage import DiskFullError, Library, corrupt_copies, maybe_cleanup, recovery_message
 from iondiff_core import provenance
 
 log = logging.getLogger(__name__)
@@ -127,9 +129,23 @@ def layout(**_):
     from dashboard.app_factory import page_config
 
     cfg = page_config()
-    rows = _rows(Library(cfg.library_db))
+    unreadable = None
+    try:
+        rows = _rows(Library(cfg.library_db))
+    except sqlite3.DatabaseError:  # damaged since this process checked it: check again (moves it aside)
+        log.exception("the library could not be read")
+        try:
+            rows = _rows(Library(cfg.library_db, recheck=True))
+        except (sqlite3.DatabaseError, DiskFullError) as exc:
+            rows, unreadable = [], f"The library cannot be read right now ({exc}). Try again in a minute; if it persists, tell the server's administrator."
+    except DiskFullError as exc:
+        rows, unreadable = [], str(exc)
+    copies = corrupt_copies(cfg.library_db)
+    alerts = [html.Div(text, id=cid, className="alert-error")
+              for cid, text in (("library-recovered", copies and recovery_message(copies)), ("library-unreadable", unreadable)) if text]
     return html.Div([
         html.Div([
+            *alerts,
             html.H3(f"Analysed simulations ({len(rows)})", id="library-title"),
             html.Div(["Click a name, material, temperature or tag twice to edit it (Enter saves). Tick runs for the "
                       "cross-simulation figures (none ticked = every unflagged run) and for their methods paragraph. "
@@ -240,11 +256,33 @@ def _record(e, with_files: bool) -> dict:
     return provenance.record(doc, params, info)
 
 
+def library_csv(entries) -> str:
+    """Every run with every descriptor, one row per run; cells safe for a spreadsheet
+    (names, materials and tags are typed by users: a formula is written as text)."""
+    keys = sorted({k for e in entries for k in e.descriptors})
+    buf = io.StringIO()
+    w = csv_safe.writer(buf)
+    w.writerow(["id", "name", "material", "family", "species", "temperature_K", "tags", "flags", *keys])
+    for e in entries:
+        w.writerow([e.id, e.name, e.material, e.family, e.species, e.temperature_K, e.tags, e.flags,
+                    *[e.descriptors.get(k) for k in keys]])
+    return buf.getvalue()
+
+
 def _notes(items: list[str]) -> list:
     return [html.Li(t) for t in items]
 
 
 def register(app, cfg):
+    started = threading.Lock()
+
+    @app.server.before_request
+    def startup_cleanup():
+        """At the web server's first request (not in Celery workers, which import the app too):
+        retention, quota and orphans, in the background (throttled over the processes)."""
+        if started.acquire(blocking=False):
+            threading.Thread(target=maybe_cleanup, args=(cfg,), name="iondiff-cleanup", daemon=True).start()
+
     if not any(r.rule.startswith("/docs/") for r in app.server.url_map.iter_rules()):  # unless the app serves docs already
         @app.server.route("/docs/<path:name>")
         def docs_file(name):
@@ -262,9 +300,11 @@ def register(app, cfg):
         lib = Library(cfg.library_db)
         message = no_update
         if ctx.triggered_id == "library-delete":
-            for r in selected or []:
-                lib.delete(r["id"])
-            message = html.Div(f"deleted {len(selected or [])} run(s)", className="ok")
+            try:
+                freed = sum(lib.delete(r["id"]) for r in selected or [])
+                message = html.Div(f"deleted {len(selected or [])} run(s) and {freed / 1e6:.1f} MB of their files", className="ok")
+            except (DiskFullError, sqlite3.DatabaseError) as exc:  # e.g. no space left even to record the deletion
+                message = html.Div(f"not deleted: {exc}", className="alert-error")
         else:
             saved, errors = [], []
             for c in _changes(changed):
@@ -281,15 +321,7 @@ def register(app, cfg):
 
     @app.callback(Output("library-csv", "data"), Input("library-csv-btn", "n_clicks"), prevent_initial_call=True)
     def download(_):
-        entries = Library(cfg.library_db).list()
-        keys = sorted({k for e in entries for k in e.descriptors})
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["id", "name", "material", "family", "species", "temperature_K", "tags", "flags", *keys])
-        for e in entries:
-            w.writerow([e.id, e.name, e.material, e.family, e.species, e.temperature_K, e.tags, e.flags,
-                        *[e.descriptors.get(k) for k in keys]])
-        return {"content": buf.getvalue(), "filename": "library.csv"}
+        return {"content": library_csv(Library(cfg.library_db).list()), "filename": "library.csv"}
 
     @app.callback(
         Output("lib-spearman", "figure"), Output("lib-pdf", "figure"), Output("lib-arrhenius", "figure"), Output("lib-nu", "figure"),

@@ -133,4 +133,7 @@ def process_data(descriptors: dict, consistency: dict | None = None) -> list[dic
 
 
 def data_table(rows: list[dict]) -> dict:
-    return {c: [r[c] for r in rows] for c in ("key", "descriptor", "value", "interval", "unit", "help")}
+    """The table's columns for its CSV download (cells safe for a spreadsheet)."""
+    from dashboard.csv_safe import cell
+
+    return {c: [cell(r[c]) for r in rows] for c in ("key", "descriptor", "value", "interval", "unit", "help")}

@@ -297,11 +297,12 @@ VIEWS = ("spearman", "pdf", "arrhenius", "nu")
 def data_csv(d: dict, view: str) -> str:
     """The numbers behind one view as CSV text (units in the column names); a view the
     runs do not support gives its reason as a ``#`` comment line."""
-    import csv
     import io
 
+    from dashboard import csv_safe
+
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csv_safe.writer(buf)  # run and material names are the users'
     if view == "spearman":
         sp = d["spearman"]
         if "reason" in sp:

@@ -190,6 +190,11 @@ def test_library_selection_reasons_methods_bibtex_and_delete(dash_duo, library_d
     tick(dash_duo, ids["LiX_500K_damaged"])
     until(dash_duo, lambda: "includes flagged run(s): LiX_500K_damaged" in notes(dash_duo, "lib-pdf"), 20)
     assert not dash_duo.find_element("#library-record-btn").is_enabled()  # a record is per run
+    gone = [lib.get(ids["LiX_700K"]), lib.get(ids["LiX_500K_damaged"])]
     dash_duo.find_element("#library-delete").click()
     dash_duo.wait_for_contains_text("#library-title", "(6)", timeout=20)
     assert lib.get(ids["LiX_700K"]) is None and lib.get(ids["LiX_500K_damaged"]) is None
+    # Their result files went with them, and the stage files only LiX_700K used; the picked runs stay untouched.
+    assert not any(Path(e.result).exists() for e in gone) and "MB of their files" in dash_duo.find_element("#library-message").text
+    assert gone[0].stage_files and not any((app.config_object.stages / f).exists() for f in gone[0].stage_files)
+    assert Path(gone[0].trajectory, "XDATCAR.gz").exists() and Path(gone[1].trajectory, "XDATCAR.gz").exists()

@@ -53,9 +53,41 @@ def test_heatmaps_and_group_click(result):
     assert len(correlation_heatmaps.create_figure(full).data) == 4
 
 
+def test_distribution_fit_is_drawn_where_it_must_succeed():
+    """Group sizes that follow A exp(-b n), b = 0.7, over n = 1..8 (3000 groups): the fit
+    must succeed, recover b within its interval, and the figure must draw and label it."""
+    from iondiff_core.distribution import n_distribution as pdf_of_n
+
+    n = np.arange(1, 9)
+    counts = np.round(3000 * np.exp(-0.7 * n) / np.exp(-0.7 * n).sum()).astype(int)
+    sizes = np.repeat(n, counts)
+    dist = pdf_of_n(sizes, n_max=20)
+    d = n_distribution.process_data(dist)
+    assert d["fit_ok"], d["notes"]
+    assert d["counts"].sum() == len(sizes) and np.isfinite(d["p_fit"]).all()
+    lo, hi = d["b_ci"]
+    assert lo < 0.7 < hi and abs(d["b"] - 0.7) < 0.05
+    label = n_distribution.fit_label(d)
+    assert label.startswith("f(n) = A exp(-b n): A = ") and "(95 %)" in label
+    fig = n_distribution.create_figure(d)
+    fitted = [t for t in fig.data if np.isfinite(np.asarray(t.y, float)).any() and len(t.x) == len(d["n_fit"])]
+    assert fitted, "the fitted curve is not drawn"
+
+
+def test_distribution_without_a_fit_says_why(result):
+    """Too few group sizes for a fit: no curve, and the reason is shown instead."""
+    from iondiff_core.distribution import n_distribution as pdf_of_n
+
+    d = n_distribution.process_data(pdf_of_n(np.array([1, 1, 1, 2, 2, 3]), n_max=20))
+    assert not d["fit_ok"] and np.isnan(d["p_fit"]).all()
+    assert n_distribution.fit_label(d).startswith("no exponential fit (fit of f(n) = A exp(-b n): ")
+
+
 def test_distribution_msd_vanhove_table(result):
     d = n_distribution.process_data(result.distribution, result.mechanisms.counts())
-    assert d["counts"].sum() == len(result.correlations.groups) and "A exp(-b n)" in n_distribution.fit_label(d) or not d["fit_ok"]
+    assert d["counts"].sum() == len(result.correlations.groups)
+    assert d["fit_ok"] == (result.distribution.fit is not None)
+    assert n_distribution.fit_label(d).startswith("f(n) = A exp(-b n)" if d["fit_ok"] else "no exponential fit")
     assert n_distribution.create_figure(d).layout.xaxis.title.text.startswith("n ")
     m = msd.process_data(result)
     assert m["tracer_fit"]["D_cm2_s"] == result.descriptors["D_tracer_cm2_s"]
