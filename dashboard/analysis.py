@@ -7,18 +7,26 @@ stages when a slider moves.
   inserts the library entry last. Opening the same file with the same parameters again
   returns the stored entry at once.
 * :func:`session_for` keeps recently used :class:`~iondiff_core.pipeline.Session`s in
-  memory; in a process that has none, it rebuilds one from the stored trajectory and the
-  cached clustering (no k-means again).
+  memory, within ``IONDIFF_SESSION_CACHE_MB`` of arrays held in memory (the unwrapped
+  positions are memory-mapped from the stage cache and count nothing: the kernel pages
+  them in and out); in a process that has none, it rebuilds one from the stored
+  trajectory and the cached clustering (no k-means again).
+* Every read is bounded by ``IONDIFF_MAX_TEXT_MB`` and ``IONDIFF_MAX_ATOM_FRAMES``
+  (:func:`read_limits`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import logging
 import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
+
+import numpy as np
 
 from iondiff_core import report
 from iondiff_core.descriptors import family_of
@@ -28,6 +36,8 @@ from iondiff_core.pipeline import Session
 
 from dashboard.config import Config
 from dashboard.storage import Entry, Library, disk_full_as_input_error, maybe_cleanup, write_atomic
+
+log = logging.getLogger(__name__)
 
 #: Fewer frames than this are refused: each ion's vibration centres are found by
 #: clustering its positions over the run, which needs many frames at every site.
@@ -70,6 +80,20 @@ def run_name(path: Path) -> str:
     return path.name if path.is_dir() else path.parent.name if path.name.upper().startswith("XDATCAR") else path.name
 
 
+def read_limits(cfg: Config, reader) -> dict:
+    """``{"limits": ReadLimits(...)}`` from the settings (IONDIFF_MAX_TEXT_MB,
+    IONDIFF_MAX_ATOM_FRAMES), as keyword arguments for ``reader`` (``read_trajectory`` or
+    ``Session.open``); ``{}`` while the engine has no ``ReadLimits`` or ``reader`` takes no
+    ``limits`` (an engine before issue 11: the reads are then not bounded)."""
+    try:
+        from iondiff_core.io import ReadLimits
+
+        takes = "limits" in inspect.signature(reader).parameters
+    except (ImportError, TypeError, ValueError):
+        return {}
+    return {"limits": ReadLimits(max_text_bytes=cfg.max_text_bytes, max_atom_frames=cfg.max_atom_frames)} if takes else {}
+
+
 def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None, temperature_K=None, progress=None, name=None,
                  allow_truncated: bool = False) -> str:
     """Analyse one trajectory and store it in the library; returns the entry id.
@@ -101,7 +125,8 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     each("read", 0.0, f"reading {source.name}")
     # Only the mobile species, in float32: the framework is never held (iondiff_core.io).
     traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, keep="mobile",
-                           mobile=params.species, dtype="float32", allow_truncated=allow_truncated)
+                           mobile=params.species, dtype="float32", allow_truncated=allow_truncated,
+                           **read_limits(cfg, read_trajectory))
     damaged = [w for w in traj.warnings if w.startswith("DAMAGED FILE")]
     check_length(traj, name or source.name)
     blocks = None
@@ -111,10 +136,14 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         blocks = CeleryBlockMap(cfg.stages)
     with disk_full_as_input_error("the analysis's cache files"):
         session = Session.open(traj, params, cfg.stages, each, timestep_fs, temperature_K, map_blocks=blocks)
+    traj.release_positions()  # unwrapped (memory-mapped from the stage cache): the frames are not needed again
     result = session.result(params, each)
-    doc = result.to_dict()
+    from dashboard.views import public_data
+
     name = name or run_name(source)
+    doc = result.to_dict()
     doc["input"]["source"] = name
+    doc = public_data(cfg, doc)  # the stored result is downloaded as it is: no server path in it
     out = cfg.results / f"{digest[:32]}-{key}.json"
     write_atomic(out, report.dumps(doc))
     species = result.prep.species
@@ -138,34 +167,83 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
         flags=f"partial: {damaged[0].removeprefix('DAMAGED FILE: ')}" if damaged else "",
         stage_files=session.stage_files,
     )
-    _SESSIONS.put(entry.id, session)
+    _SESSIONS.put(entry.id, session, cfg.session_cache_bytes)
     maybe_cleanup(cfg, keep=(entry.id,))  # retention, quota and orphans (throttled over every process)
     return entry.id
 
 
+def resident_bytes(obj, _seen: set | None = None) -> int:
+    """Bytes of the numpy arrays reachable from ``obj`` that live in this process's memory:
+    each buffer counted once (views share their base's), memory-mapped files count 0 (the
+    kernel pages them in and out), broadcast views count the data they really hold."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        owner = obj  # what holds the memory: follow the view chain (broadcast_to's wrapper too)
+        while getattr(owner, "base", None) is not None:
+            owner = owner.base
+        if owner is not obj:
+            if id(owner) in seen:
+                return 0
+            seen.add(id(owner))
+        if isinstance(owner, np.ndarray):
+            return owner.nbytes
+        return len(owner) if isinstance(owner, (bytes, bytearray)) else 0  # an mmap: paged by the kernel
+    if isinstance(obj, dict):
+        return sum(resident_bytes(k, seen) + resident_bytes(v, seen) for k, v in obj.items())
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return sum(resident_bytes(v, seen) for v in obj)
+    if isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        return 0
+    fields = getattr(obj, "__dict__", None)
+    if fields is None and hasattr(obj, "__slots__"):
+        fields = {k: getattr(obj, k, None) for k in obj.__slots__}
+    return resident_bytes(fields, seen) if fields else 0
+
+
 class _SessionCache:
-    """A small thread-safe LRU of open sessions (each holds a trajectory in memory)."""
+    """A thread-safe LRU of at most ``size`` values (each session keeps memory-mapped files
+    open) and at most ``max_bytes`` held in memory (:func:`resident_bytes`, given at each
+    :meth:`put`); a value larger than the whole budget is not kept."""
 
     def __init__(self, size: int = 4):
         self.size = size
-        self._d: OrderedDict[str, Session] = OrderedDict()
+        self._d: OrderedDict = OrderedDict()  # key -> (value, bytes)
         self._lock = threading.Lock()
 
     def get(self, key):
         with self._lock:
-            s = self._d.get(key)
-            if s is not None:
+            hit = self._d.get(key)
+            if hit is not None:
                 self._d.move_to_end(key)
-            return s
+            return None if hit is None else hit[0]
 
-    def put(self, key, session):
+    def put(self, key, value, max_bytes: int):
+        size = resident_bytes(value)
         with self._lock:
-            self._d[key] = session
-            self._d.move_to_end(key)
-            while len(self._d) > self.size:
+            self._d.pop(key, None)
+            if size > max_bytes:
+                log.info("not kept in memory: %s holds %.0f MB, over IONDIFF_SESSION_CACHE_MB", key, size / 1e6)
+                return
+            # A session grows as slider moves memoise hop stages: measure the kept ones again.
+            self._d = OrderedDict((k, (v, resident_bytes(v))) for k, (v, _) in self._d.items())
+            while self._d and (len(self._d) >= self.size or sum(b for _, b in self._d.values()) + size > max_bytes):
                 self._d.popitem(last=False)
+            self._d[key] = (value, size)
+
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(b for _, b in self._d.values())
+
+    def clear(self):
+        with self._lock:
+            self._d.clear()
 
 
+#: Open sessions of this process (each holds its clustering, hop stages, MSD in memory;
+#: its positions are memory-mapped), within ``cfg.session_cache_bytes``.
 _SESSIONS = _SessionCache()
 
 
@@ -189,7 +267,8 @@ _OPENING = threading.Lock()
 
 
 def session_for(cfg: Config, entry: Entry) -> Session:
-    """The entry's session: from memory, or rebuilt from its file and the stage cache."""
+    """The entry's session: from memory, or rebuilt from its file (within the read limits)
+    and the stage cache, whose positions it maps from disk."""
     s = _SESSIONS.get(entry.id)
     if s is None:
         with _OPENING:
@@ -197,15 +276,17 @@ def session_for(cfg: Config, entry: Entry) -> Session:
             if s is None:
                 p = entry.params
                 s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"),
-                                 p.get("temperature_K"), allow_truncated=bool(p.get("allow_truncated")))
+                                 p.get("temperature_K"), allow_truncated=bool(p.get("allow_truncated")),
+                                 **read_limits(cfg, Session.open))
                 if s.stage_files != entry.stage_files:  # rebuilt, or an entry from before they were recorded
                     Library(cfg.library_db).set_stage_files(entry.id, s.stage_files)
-                _SESSIONS.put(entry.id, s)
+                _SESSIONS.put(entry.id, s, cfg.session_cache_bytes)
     return s
 
 
 class _ResultCache:
-    """The last few Results by (entry, slider values), computed once per key.
+    """The last few Results by (entry, slider values), computed once per key; at most
+    ``size`` of them and ``max_bytes`` of arrays held in memory (:func:`resident_bytes`).
 
     A slider move fires one callback per view, concurrently; the first computes the
     cheap stages and the others wait for it on the key's lock instead of repeating them.
@@ -214,10 +295,11 @@ class _ResultCache:
     def __init__(self, size: int = 8):
         self.size = size
         self._d: OrderedDict[tuple, object] = OrderedDict()
+        self._bytes: dict[tuple, int] = {}
         self._locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, key, compute):
+    def get(self, key, compute, max_bytes: float = float("inf")):
         with self._lock:
             if key in self._d:
                 self._d.move_to_end(key)
@@ -228,11 +310,15 @@ class _ResultCache:
                 if key in self._d:
                     return self._d[key]
             value = compute()
+            size = resident_bytes(value) if max_bytes < float("inf") else 0
             with self._lock:
-                self._d[key] = value
                 self._locks.pop(key, None)
-                while len(self._d) > self.size:
-                    self._d.popitem(last=False)
+                if size > max_bytes:
+                    return value  # used once, not kept
+                self._d[key], self._bytes[key] = value, size
+                while len(self._d) > self.size or sum(self._bytes[k] for k in self._d) > max_bytes:
+                    old, _ = self._d.popitem(last=False)
+                    self._bytes.pop(old, None)
             return value
 
 
@@ -243,4 +329,4 @@ def result_for(cfg: Config, entry: Entry, sliders: dict | None = None):
     """The full engine Result of an entry at the given slider values (memoised in memory)."""
     params = slider_parameters(entry, sliders or {})
     key = (entry.id, json.dumps(params.to_dict(), sort_keys=True, default=str))
-    return _RESULTS.get(key, lambda: session_for(cfg, entry).result(params))
+    return _RESULTS.get(key, lambda: session_for(cfg, entry).result(params), cfg.session_cache_bytes)

@@ -14,12 +14,10 @@ first-request set-up before the app serves anyone (the gunicorn start-up race)."
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import dash
-import diskcache
-from dash import Dash, DiskcacheManager, dcc, html
+from dash import Dash, dcc, html
 from flask import current_app, jsonify, request
 from flask_caching import Cache
 
@@ -41,80 +39,17 @@ def page_config() -> Config:
     return current_app.config[CONFIG_KEY]
 
 
-class DiskcacheJobs(DiskcacheManager):
-    """Dash's disk-cache job manager, whose job processes give their descriptors back.
-
-    Dash starts every background job as a ``multiprocess.Process`` and, when the result
-    is collected, kills and reaps it through psutil; ``multiprocess`` then never sees the
-    child exit (its ``waitpid`` fails), keeps the Process among its children and its two
-    pipe ends open: two descriptors per analysis, until the worker cannot open files.
-    Here a job started by this process is ended and closed through ``multiprocess``
-    itself (its pool children killed first, as Dash does); one started by another
-    worker process is left to Dash.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._processes: dict[int, object] = {}
-        self._plock = threading.Lock()
-
-    def call_job_fn(self, key, job_fn, args, context):
-        from multiprocess import Process
-
-        self._close_finished()
-        process = Process(target=job_fn, args=(key, self._make_progress_key(key), args, context))
-        process.start()
-        with self._plock:
-            self._processes[process.pid] = process
-        return process.pid
-
-    def terminate_job(self, job):
-        if job is None:
-            return
-        with self._plock:
-            process = self._processes.pop(int(job), None)
-        if process is None:
-            return super().terminate_job(job)
-        import psutil
-
-        try:
-            children = psutil.Process(process.pid).children(recursive=True) if process.is_alive() else []
-        except psutil.Error:
-            children = []
-        for child in children:
-            try:
-                child.kill()
-            except psutil.Error:
-                pass
-        if process.is_alive():
-            process.kill()
-        process.join(1)
-        self._close(process)
-
-    def _close(self, process) -> None:
-        if process.exitcode is None:  # not ended within the second: closed on a later call
-            with self._plock:
-                self._processes[process.pid] = process
-        else:
-            process.close()
-
-    def _close_finished(self) -> None:
-        with self._plock:
-            done = [p for p in self._processes.values() if not p.is_alive()]
-            for p in done:
-                del self._processes[p.pid]
-        for p in done:
-            self._close(p)
-
-
 def make_manager(cfg: Config):
-    """Celery workers through Redis when REDIS_URL is set; else a disk cache that every
-    gunicorn worker shares (never DiskcacheManager() without a cache: it breaks there)."""
+    """Celery workers through Redis when REDIS_URL is set; else :class:`dashboard.jobs.JobManager`,
+    a disk cache that every gunicorn worker shares with a queue of IONDIFF_MAX_JOBS slots
+    and a time limit (never DiskcacheManager() without a cache: it breaks there)."""
     if cfg.redis_url:
         from dashboard.celery_app import background_manager
 
         return background_manager()
-    return DiskcacheJobs(diskcache.Cache(str(cfg.jobs)))
+    from dashboard.jobs import JobManager
+
+    return JobManager(cfg.jobs, max_jobs=cfg.max_jobs, time_limit_s=cfg.job_time_limit_s, max_queued=cfg.max_queued)
 
 
 def create_app(data_dir=None, roots=None) -> Dash:

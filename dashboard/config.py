@@ -13,6 +13,15 @@ IONDIFF_RETENTION_DAYS  library entries (with their result, upload and stage fil
                     days are removed (default 0: kept for ever)
 IONDIFF_MAX_DATA_GB     when the data folder holds more than this many GB, the least recently opened entries
                     are removed until it holds less (default 0: no quota)
+
+Jobs and limits (docs/DEPLOY.md, "Jobs and limits"):
+
+IONDIFF_MAX_JOBS          analyses running at once in the default mode, over every web process (default 2)
+IONDIFF_MAX_QUEUED        jobs allowed to wait for a free slot; more are refused at once (default 20)
+IONDIFF_JOB_TIME_LIMIT_S  a job running longer is stopped and reported failed (default 21600)
+IONDIFF_MAX_TEXT_MB       largest decompressed trajectory text a job reads (default 20480)
+IONDIFF_MAX_ATOM_FRAMES   largest atoms x frames a job reads (default 5e8: 6 GB of float32 positions)
+IONDIFF_SESSION_CACHE_MB  memory the web process keeps open trajectories' results in (default 512)
 """
 
 from __future__ import annotations
@@ -31,6 +40,13 @@ class Config:
     max_upload_bytes: int = 2048 * 1024**2
     redis_url: str | None = None
     secret_key: str = ""
+    # Jobs and limits (dashboard/jobs.py).
+    max_jobs: int = 2
+    max_queued: int = 20
+    job_time_limit_s: float = 21600.0
+    max_text_bytes: int = 20480 * 1024**2
+    max_atom_frames: int = 500_000_000
+    session_cache_bytes: int = 512 * 1024**2
     # Stored state (dashboard.storage.cleanup): 0 turns a limit off.
     retention_days: float = 0.0
     max_data_bytes: int = 0
@@ -52,9 +68,34 @@ class Config:
             max_request_bytes=int(float(os.environ.get("IONDIFF_MAX_REQUEST_MB", "20")) * 1024**2),
             read_timeout_s=float(os.environ.get("IONDIFF_READ_TIMEOUT_S", "60")),
         )
+        cfg.read_job_limits(os.environ)
         cfg.ensure_folders()
         cfg.secret_key = os.environ.get("IONDIFF_SECRET_KEY") or cfg._persistent_secret()
         return cfg
+
+    def read_job_limits(self, env) -> None:
+        """The jobs-and-limits settings; a value that is not a positive number is refused
+        at start-up with the setting's name (never silently replaced)."""
+
+        def number(name, default, lo, kind=float):
+            text = env.get(name)
+            if text is None or text.strip() == "":
+                return default
+            try:
+                value = kind(float(text))
+            except (ValueError, OverflowError):
+                raise ValueError(f"{name}={text!r} is not a number") from None
+            if not lo <= value < float("inf"):
+                raise ValueError(f"{name}={text!r} must be a finite number >= {lo}")
+            return value
+
+        mb = 1024**2
+        self.max_jobs = number("IONDIFF_MAX_JOBS", self.max_jobs, 1, int)
+        self.max_queued = number("IONDIFF_MAX_QUEUED", self.max_queued, 0, int)
+        self.job_time_limit_s = number("IONDIFF_JOB_TIME_LIMIT_S", self.job_time_limit_s, 1)
+        self.max_text_bytes = int(number("IONDIFF_MAX_TEXT_MB", self.max_text_bytes / mb, 1) * mb)
+        self.max_atom_frames = number("IONDIFF_MAX_ATOM_FRAMES", self.max_atom_frames, 1, int)
+        self.session_cache_bytes = int(number("IONDIFF_SESSION_CACHE_MB", self.session_cache_bytes / mb, 0) * mb)
 
     # Every process of a deployment derives the same paths from the one data folder.
     @property

@@ -8,6 +8,7 @@ and the *cheap* ones (silhouette threshold, r_vib, reference level, width factor
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from iondiff_core.errors import InputError
@@ -160,7 +161,7 @@ class Parameters:
             (self.window_min_frames >= 10, "window_min_frames must be at least 10"),
             (self.kmeans_n_init >= 1, "kmeans_n_init must be at least 1"),
             (self.voxel_A >= 0, "voxel_A must be >= 0"),
-            (self.r_vib_A > 0, "r_vib_A must be > 0 Å"),
+            (self.r_vib_A > 0 and math.isfinite(self.r_vib_A), "r_vib_A must be > 0 Å (and finite)"),
             (self.hop_rule in ("cloud", "paper"), "hop_rule must be 'cloud' or 'paper'"),
             (self.denoise_fs >= 0, "denoise_fs must be >= 0 fs"),
             (0 < self.cloud_quantile <= 1, "cloud_quantile must lie in (0, 1]"),
@@ -173,9 +174,9 @@ class Parameters:
             (self.n_null >= 1, "n_null must be at least 1"),
             (self.width_rule in ("duration", "padded"), "width_rule must be 'duration' or 'padded'"),
             (self.random_width in ("own", "mean"), "random_width must be 'own' or 'mean'"),
-            (self.width_factor > 0, "width_factor must be > 0"),
+            (self.width_factor > 0 and math.isfinite(self.width_factor), "width_factor must be > 0 (and finite)"),
             (self.n_max >= 2, "n_max must be at least 2"),
-            (self.pair_distance_A is None or self.pair_distance_A > 0, "pair_distance_A must be > 0 Å or None"),
+            (self.pair_distance_A is None or 0 < self.pair_distance_A < math.inf, "pair_distance_A must be > 0 Å (and finite) or None"),
             (0 <= self.msd_fit_start < self.msd_fit_end <= 1, "need 0 <= msd_fit_start < msd_fit_end <= 1"),
         ]
         for ok, message in checks:

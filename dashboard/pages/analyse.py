@@ -9,17 +9,19 @@ redraws only the views it changes, and they share one memoised engine Result.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import math
 import traceback
 from pathlib import Path
 
 import dash_ag_grid as dag
-from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update, set_props
 from dash.exceptions import PreventUpdate
 
-from dashboard import analysis, views
+from dashboard import analysis, jobs, views
 from dashboard.figures import GRAPH_CONFIG
 from dashboard.storage import Library
 from dashboard.uploads import display_path, inspect_source, list_server_simulations, resolve_server_path, resolve_source
@@ -36,22 +38,22 @@ SLIDERS = (
     ("sil-thr", "Silhouette threshold",
      "If the best mean silhouette of an ion's k-means clustering (K >= 2) is below this, the ion has one vibration "
      "centre (K = 1) and no hops. Higher = fewer, clearer centres.",
-     0.3, 0.95, 0.01, DEFAULTS.silhouette_threshold, {0.5: "0.5", 0.7: "0.7", 0.9: "0.9"}),
+     *views.SLIDER_BOUNDS["silhouette_threshold"], 0.01, DEFAULTS.silhouette_threshold, {0.5: "0.5", 0.7: "0.7", 0.9: "0.9"}),
     ("r-vib", "Vibration radius r_vib (Å)",
      "A frame within r_vib of a centre vibrates there; outside every centre's radius the ion is in transit. "
      "Larger = shorter transits, fewer hops.",
-     0.2, 1.5, 0.05, DEFAULTS.r_vib_A, {0.5: "0.5", 1.0: "1.0", 1.5: "1.5"}),
+     *views.SLIDER_BOUNDS["r_vib_A"], 0.05, DEFAULTS.r_vib_A, {0.5: "0.5", 1.0: "1.0", 1.5: "1.5"}),
     ("ref-quantile", "Quantile of the random reference",
      "With 'quantile': two hops are concerted when their correlation exceeds this quantile of the correlations of "
      "randomly placed hops of the same widths. 0.99 = only 1 % of chance pairs pass.",
-     0.5, 0.999, 0.001, 0.95, {0.5: "0.5", 0.9: "0.9", 0.99: "0.99"}),
+     *views.SLIDER_BOUNDS["reference_level"], 0.001, 0.95, {0.5: "0.5", 0.9: "0.9", 0.99: "0.99"}),
     ("width-factor", "Smoothing width (x hop duration)",
      "Each hop is smoothed in time by a Gaussian whose FWHM is this times the hop's duration before correlating. "
      "Wider = hops further apart in time count as simultaneous.",
-     0.25, 3.0, 0.05, DEFAULTS.width_factor, {1: "1", 2: "2", 3: "3"}),
+     *views.SLIDER_BOUNDS["width_factor"], 0.05, DEFAULTS.width_factor, {1: "1", 2: "2", 3: "3"}),
     ("n-max", "n_max",
      "Largest group size n shown in the distribution; larger groups are counted in the '> n_max' bar.",
-     5, 40, 1, DEFAULTS.n_max, {10: "10", 20: "20", 40: "40"}),
+     *views.SLIDER_BOUNDS["n_max"], 1, DEFAULTS.n_max, {10: "10", 20: "20", 40: "40"}),
 )
 SLIDER_RANGE = {s[0]: (s[3], s[4]) for s in SLIDERS}
 SLIDER_STEP = {s[0]: s[5] for s in SLIDERS}
@@ -240,7 +242,8 @@ def layout(entry: str | None = None, **_):
             _help_label("Pair distance (Å)",
                         "Spatial criterion: a correlated pair is concerted only if the two hops come within this distance. "
                         "Empty = the paper's purely temporal criterion. Use it when the groups percolate."),
-            dcc.Input(id="pair-distance", type="number", min=0.5, max=20, step=0.1, value=None, debounce=True,
+            dcc.Input(id="pair-distance", type="number", min=views.SLIDER_BOUNDS["pair_distance_A"][0],
+                      max=views.SLIDER_BOUNDS["pair_distance_A"][1], step=0.1, value=None, debounce=True,
                       placeholder="off (temporal only)", className="slider-value"),
         ], className="slider-head"),
         _help_label("Colour hop paths by", "Concerted group (categorical colours, isolated hops grey) or ion."),
@@ -284,25 +287,39 @@ def _alert(message, kind="error"):
     return html.Div(message, className=f"alert-{kind}")
 
 
-def _notes(notes):
-    return [_alert(n, "warning") for n in notes]
-
-
-def _job_failed(exc):
-    """The job died outside the callback's own error handling (a Celery worker refused a
-    job whose worker process kept dying): say so on the page."""
+def _failure_reason(cfg, exc) -> str:
+    """What a job that failed outside its own error handling says: died, over its time
+    limit, refused by a busy server, or a Celery worker that kept dying."""
     msg = str(exc).split("background callback:", 1)[-1].split("\n", 1)[0].strip() or type(exc).__name__
     log.error("background job failed: %s", msg)
-    return None, _alert(f"the analysis failed: {msg}")
+    return views.public_message(cfg, msg)
+
+
+def _job_failed(cfg, exc):
+    """The Run job failed outside the callback: the reason on the page, the progress line reset."""
+    reason = _failure_reason(cfg, exc)
+    set_props("progress-text", {"children": "failed"})
+    set_props("progress-bar", {"value": "0"})
+    return None, _alert(f"the analysis failed: {reason}")
+
+
+def _queue_failed(cfg, reason: str, last) -> list[dict] | dict:
+    """The queue's job ended without a result (died, time limit): the run it was on is
+    marked failed with the reason; the runs after it stay queued (Run queue goes on).
+    ``last``: the job's last progress value (rows, items), None if it reported none."""
+    try:
+        items = views.queue_value(last[1])
+    except (InputError, IndexError, TypeError):
+        return {"_dash_no_update": "_dash_no_update"}  # Dash's "no update": the rows stay as shown
+    reason = views.public_message(cfg, reason)
+    return [{**it, "state": "failed", "progress": 0.0, "message": f"the analysis failed: {reason}"}
+            if it["state"] == "running" else it for it in items]
 
 
 def _sliders(sil, rvib, ref_mode, ref_q, width, pair, n_max) -> dict:
-    """Engine parameters from the controls' raw values (in :data:`CONTROLS` order)."""
-    return {
-        "silhouette_threshold": float(sil), "r_vib_A": float(rvib),
-        "reference_level": "mean" if ref_mode == "mean" else float(ref_q),
-        "width_factor": float(width), "pair_distance_A": float(pair) if pair else None, "n_max": int(n_max),
-    }
+    """Engine parameters from the controls' raw values (in :data:`CONTROLS` order), each
+    checked on the server (:func:`dashboard.views.slider_values`): InputError if out of range."""
+    return views.slider_values(sil, rvib, ref_mode, ref_q, width, pair, n_max)
 
 
 def _deps(fields) -> list:
@@ -319,16 +336,18 @@ def _source_path(cfg, source: dict) -> Path:
 def _analyse(cfg, source: dict, species, timestep, temperature, progress) -> str:
     """Analyse a chosen source (upload or server run) and store it; returns the entry id.
     The Run button and the queue both come here."""
-    if not source or source.get("kind") not in ("upload", "server"):
+    if not isinstance(source, dict) or source.get("kind") not in ("upload", "server"):
         raise InputError("choose a trajectory first (upload one or pick one on the server)")
-    if not timestep or timestep <= 0:
+    species, timestep, temperature = views.run_values(species, timestep, temperature)
+    name = views.bounded_text(source.get("name"), "run name", 300, allow_none=True)
+    if not timestep:
         raise InputError("the timestep is unknown: type the time between saved frames in fs (POTIM x NBLOCK), "
                          "or add the run's INCAR; hop durations, D and the MSD need it")
     path = _source_path(cfg, source)
     poscar = path.parent / "POSCAR" if source.get("poscar") else None
     params = Parameters(species=species, reference_structure=str(poscar) if poscar and poscar.is_file() else None)
     return analysis.run_analysis(cfg, path, params, timestep or None, temperature or None, progress=progress,
-                                 name=source.get("name"), allow_truncated=bool(source.get("damaged")))
+                                 name=name, allow_truncated=bool(source.get("damaged")))
 
 
 def _default_species(species: list[str]) -> str | None:
@@ -336,8 +355,7 @@ def _default_species(species: list[str]) -> str | None:
                 species[0] if species else None)
 
 
-#: A queued run's states; the last three are final.
-QUEUE_STATES = ("queued", "running", "done", "failed", "cancelled")
+QUEUE_STATES = views.QUEUE_STATES
 
 
 def _queue_item(path: str, label: str) -> dict:
@@ -372,6 +390,7 @@ def _run_queue(cfg, items: list[dict], report) -> list[dict]:
         if it["state"] not in ("queued", "running"):
             continue
         it.update(state="running", progress=0.0, message="starting")
+        jobs.restart_clock()  # the time limit counts per run
         report(items)
         try:
             path = resolve_server_path(it["path"], cfg.roots)
@@ -379,17 +398,18 @@ def _run_queue(cfg, items: list[dict], report) -> list[dict]:
             source = {"kind": "server", "path": str(path), **info}
 
             def step(f, m, it=it):
-                it.update(progress=round(f, 4), message=m)
+                it.update(progress=round(f, 4), message=views.public_message(cfg, m))
                 report(items)
 
             it["entry"] = _analyse(cfg, source, _default_species(info.get("species") or []), info.get("timestep_fs"),
                                    info.get("temperature_K"), step)
             it.update(state="done", progress=1.0, message=f"done as \u201c{info['name']}\u201d")
         except InputError as exc:
-            it.update(state="failed", progress=0.0, message=str(exc))
+            it.update(state="failed", progress=0.0, message=views.public_message(cfg, str(exc)))
         except Exception as exc:  # noqa: BLE001 - the row shows the reason, the log the traceback
             log.error("queued analysis failed: %s", traceback.format_exc())
-            it.update(state="failed", progress=0.0, message=f"the analysis failed: {type(exc).__name__}: {exc}")
+            it.update(state="failed", progress=0.0,
+                      message=views.public_message(cfg, f"the analysis failed: {type(exc).__name__}: {exc}"))
         report(items)
     return items
 
@@ -399,6 +419,13 @@ def _key(*parts) -> str:
 
 
 def register(app, cfg, cache):
+    def alert(text, kind="error"):
+        """A message on the page, with no server path in it."""
+        return _alert(views.public_message(cfg, text), kind)
+
+    def notes(texts):
+        return [alert(n, "warning") for n in texts]
+
     def cached(parts, compute):
         """A view's output from the shared disk cache (a repeated slider position), else computed."""
         key = _key(*parts)
@@ -439,12 +466,17 @@ def register(app, cfg, cache):
         previous file's results cleared."""
         if not source:
             raise PreventUpdate
+        if not isinstance(source, dict):
+            return [], None, alert("not a trajectory choice"), None, "0", "", None, None
         if source.get("kind") == "error":
-            return [], None, _alert(source["error"]), None, "0", "", None, None
-        species = source.get("species") or []
+            return [], None, alert(str(source.get("error"))[: views.MAX_TEXT]), None, "0", "", None, None
+        try:
+            species = views.species_values(source.get("species"))
+            _, timestep, temperature = views.run_values(None, source.get("timestep_fs"), source.get("temperature_K"))
+        except InputError as exc:
+            return [], None, alert(str(exc)), None, "0", "", None, None
         default = _default_species(species)
-        return ([{"label": s, "value": s} for s in species], default, None, None, "0", "",
-                source.get("timestep_fs"), source.get("temperature_K"))
+        return ([{"label": s, "value": s} for s in species], default, None, None, "0", "", timestep, temperature)
 
     @app.callback(
         Output("species", "options", allow_duplicate=True), Output("species", "value", allow_duplicate=True),
@@ -454,11 +486,15 @@ def register(app, cfg, cache):
     )
     def show_entry(entry_id):
         """An entry (just run, or opened from the library): what it was analysed from."""
+        try:
+            entry_id = views.entry_id_value(entry_id)
+        except InputError as exc:
+            return no_update, no_update, no_update, no_update, alert(str(exc)), True, True
         if not entry_id:
             return no_update, no_update, no_update, no_update, no_update, True, True
         entry = Library(cfg.library_db).get(entry_id)
         if entry is None:
-            return no_update, no_update, no_update, no_update, _alert("this result is no longer in the library"), True, True
+            return no_update, no_update, no_update, no_update, alert("this result is no longer in the library"), True, True
         Library(cfg.library_db).opened(entry.id)  # retention and the quota keep the recently opened
         p = entry.params
         # The result is on screen: fold the input panels so the thresholds and the figures share the screen.
@@ -475,21 +511,24 @@ def register(app, cfg, cache):
         progress=[Output("progress-bar", "value"), Output("progress-text", "children")],
         cancel=[Input("cancel-button", "n_clicks"), Input("source-store", "data")],
         prevent_initial_call=True,
-        on_error=_job_failed,
+        on_error=functools.partial(_job_failed, cfg),
     )
+    @jobs.queued_progress(lambda position, *_: ("0", f"queued (position {position}): {cfg.max_jobs} "
+                                                     f"{'analysis runs' if cfg.max_jobs == 1 else 'analyses run'} at once on this server"))
     def run_job(set_progress, _, source, species, timestep, temperature):
         try:
             set_progress(("0", "starting"))
-            entry = _analyse(cfg, source, species, timestep, temperature, lambda f, m: set_progress((str(round(f, 4)), m)))
+            entry = _analyse(cfg, source, species, timestep, temperature,
+                             lambda f, m: set_progress((str(round(f, 4)), views.public_message(cfg, m))))
             set_progress(("1", "done"))
             return entry, None
         except InputError as exc:
             set_progress(("0", "failed"))
-            return None, _alert(str(exc))
+            return None, alert(str(exc))
         except Exception as exc:  # noqa: BLE001 - the page shows a message, the log the traceback
             log.error("analysis failed: %s", traceback.format_exc())
             set_progress(("0", "failed"))
-            return None, _alert(f"the analysis failed: {type(exc).__name__}: {exc}")
+            return None, alert(f"the analysis failed: {type(exc).__name__}: {exc}")
 
     @app.callback(
         Output("progress-text", "children", allow_duplicate=True), Output("progress-bar", "value", allow_duplicate=True),
@@ -507,7 +546,13 @@ def register(app, cfg, cache):
     )
     def edit_queue(_, __, ___, picked, items, live):
         """Add the picked runs (once each), clear the finished ones, or cancel the rest."""
-        items = list(items or [])
+        try:
+            picked, items, live = views.picked_paths(picked), views.queue_value(items), views.queue_value(live)
+            if ctx.triggered_id == "queue-add" and len(items) + len(picked) > views.MAX_QUEUE:
+                raise InputError(f"queue: at most {views.MAX_QUEUE} runs may be queued")
+        except InputError as exc:
+            set_props("queue-rows", {"children": [alert(str(exc))]})
+            return no_update, no_update
         if ctx.triggered_id == "queue-add":
             have = {it["path"] for it in items if it["state"] in ("queued", "running")}
             labels = {o["value"]: o["label"] for o in list_server_simulations(cfg.roots)} if cfg.roots else {}
@@ -521,6 +566,18 @@ def register(app, cfg, cache):
         return [{**it, "state": "cancelled", "progress": 0.0, "message": "cancelled: nothing was saved"}
                 if it["state"] in ("queued", "running") else it for it in current], no_update
 
+    def waiting_rows(position, _, items):
+        """The rows while the queue's job waits for a free slot."""
+        try:
+            items = views.queue_value(items)
+        except InputError:
+            return no_update, no_update
+        first = next((i for i, it in enumerate(items) if it["state"] in ("queued", "running")), None)
+        if first is not None:
+            items[first] = {**items[first], "message": f"waiting for a free slot (position {position}; "
+                                                      f"{cfg.max_jobs} at once on this server)"}
+        return _queue_rows(items), items
+
     @app.callback(
         Output("queue-store", "data"),
         Input("queue-run", "n_clicks"), State("queue-store", "data"),
@@ -532,14 +589,25 @@ def register(app, cfg, cache):
         cancel=[Input("queue-cancel", "n_clicks")],
         interval=300,  # ms between progress polls: runs of a few seconds still show their stages
         prevent_initial_call=True,
+        on_error=lambda exc: (log.error("queue job failed: %s", exc), no_update)[1],
     )
+    @jobs.queued_progress(waiting_rows)
+    @jobs.failed_result(functools.partial(_queue_failed, cfg))
     def run_queue(set_progress, _, items):
         """The queue's job: one run after another, each row's state and progress reported."""
-        return _run_queue(cfg, items or [], lambda now: set_progress((_queue_rows(now), now)))
+        try:
+            items = views.queue_value(items)
+        except InputError as exc:
+            set_progress(([alert(str(exc))], no_update))
+            return no_update
+        return _run_queue(cfg, items, lambda now: set_progress((_queue_rows(now), now)))
 
     @app.callback(Output("queue-rows", "children"), Input("queue-store", "data"))
     def show_queue(items):
-        return _queue_rows(items)
+        try:
+            return _queue_rows(views.queue_value(items))
+        except InputError as exc:
+            return [alert(str(exc))]
 
     # ------------------------------------------------------------------ controls
     @app.callback(
@@ -570,8 +638,8 @@ def register(app, cfg, cache):
         if isinstance(trig, str) and trig.endswith("-input"):
             i = ids.index(trig[: -len("-input")])
             v = typed[i]
-            if v is None:
-                raise PreventUpdate
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise PreventUpdate  # empty, or not a number (the browser sends only numbers)
             lo, hi = SLIDER_RANGE[ids[i]]
             step = SLIDER_STEP[ids[i]]
             # Clamped to the slider's range and snapped to its step, so box and slider agree.
@@ -596,21 +664,25 @@ def register(app, cfg, cache):
             Input("entry-store", "data"), *_deps(view.fields), *extra,
         )
         def draw(entry_id, *args):
+            try:  # every value checked before any work: a request can be forged
+                entry_id = views.entry_id_value(entry_id)
+                sliders = _sliders(*args[: len(CONTROLS)])
+                group = views.group_value(args[len(CONTROLS)]) if view.follows_group else None
+                color_by = views.color_by_value(args[-1]) if name == "3d" else "group"
+            except InputError as exc:
+                return no_update, alert(str(exc))
             if not entry_id:
                 return {"data": [], "layout": {"height": 80, "title": {"text": "run an analysis to see this view"}}}, None
-            sliders = _sliders(*args[: len(CONTROLS)])
-            group = args[len(CONTROLS)] if view.follows_group else None
-            color_by = args[-1] if name == "3d" else "group"
             relevant = {f: sliders[f] for f in view.fields}
             try:
                 out = cached((entry_id, name, relevant, group, color_by),
                              lambda: views.view_figure(cfg, name, entry_id, sliders, group, color_by))
             except InputError as exc:
-                return no_update, _alert(str(exc))
+                return no_update, alert(str(exc))
             except Exception as exc:  # noqa: BLE001
                 log.error("view %s failed: %s", name, traceback.format_exc())
-                return no_update, _alert(f"could not draw this view: {type(exc).__name__}: {exc}")
-            return out["figure"], _notes(out["notes"])
+                return no_update, alert(f"could not draw this view: {type(exc).__name__}: {exc}")
+            return out["figure"], notes(out["notes"])
 
     for name in views.VIEWS:
         view_callback(name)
@@ -622,19 +694,22 @@ def register(app, cfg, cache):
     )
     def draw_summary(entry_id, *args):
         hidden = {"display": "none"}
-        if not entry_id:
-            return html.Div("no result yet: choose a trajectory and run the analysis", id="view-summary"), None, hidden, None, []
-        group = args[-1]
         try:
-            s = views.summary(cfg, entry_id, _sliders(*args[: len(CONTROLS)]))
+            entry_id = views.entry_id_value(entry_id)
+            sliders = _sliders(*args[: len(CONTROLS)])
+            group = views.group_value(args[-1])
+            if not entry_id:
+                return html.Div("no result yet: choose a trajectory and run the analysis", id="view-summary"), None, hidden, None, []
+            s = views.summary(cfg, entry_id, sliders)
         except InputError as exc:
-            return html.Div(_alert(str(exc)), id="view-summary"), None, hidden, None, []
+            return html.Div(alert(str(exc)), id="view-summary"), None, hidden, None, []
         except Exception as exc:  # noqa: BLE001
             log.error("summary failed: %s", traceback.format_exc())
-            return html.Div(_alert(f"could not draw the results: {type(exc).__name__}: {exc}"), id="view-summary"), None, hidden, None, []
+            return html.Div(alert(f"could not draw the results: {type(exc).__name__}: {exc}"), id="view-summary"), None, hidden, None, []
         sel = f" - group {group} selected" if group is not None else ""
-        return (html.Div(s["status"] + sel, id="view-summary"), verdict_card(s["concertedness"], s["percolated"]),
-                {"display": "inline-block"} if s["percolated"] else hidden, _notes(s["warnings"]), s["table"])
+        return (html.Div(views.public_message(cfg, s["status"]) + sel, id="view-summary"),
+                verdict_card(s["concertedness"], s["percolated"]),
+                {"display": "inline-block"} if s["percolated"] else hidden, notes(s["warnings"]), s["table"])
 
     # ------------------------------------------------------------------ group selection
     @app.callback(
@@ -646,10 +721,15 @@ def register(app, cfg, cache):
     )
     def select_group(c_heat, c_time, c_3d, clear, entry_id, *controls):
         trig = ctx.triggered_id
-        if trig in ("clear-group", "entry-store") or not entry_id:
-            return None
-        click = {"graph-heatmaps": c_heat, "graph-timeline": c_time, "graph-3d": c_3d}[trig]
-        g = views.group_from_click(cfg, entry_id, _sliders(*controls), trig.removeprefix("graph-"), click)
+        try:
+            entry_id = views.entry_id_value(entry_id)
+            if trig in ("clear-group", "entry-store") or not entry_id:
+                return None
+            click = {"graph-heatmaps": c_heat, "graph-timeline": c_time, "graph-3d": c_3d}[trig]
+            g = views.group_from_click(cfg, entry_id, _sliders(*controls), trig.removeprefix("graph-"), click)
+        except InputError as exc:
+            set_props("warnings", {"children": [alert(str(exc))]})
+            return no_update
         if g is None:
             raise PreventUpdate
         return g
@@ -669,13 +749,25 @@ def register(app, cfg, cache):
             prevent_initial_call=True,
         )
         def download(_, entry_id, *sl):
-            if not entry_id:
-                raise PreventUpdate
-            entry, result = _current_result(entry_id, _sliders(*sl))
-            return {"content": content(result), "filename": f"{entry.name}{suffix}"}
+            try:
+                entry_id = views.entry_id_value(entry_id)
+                if not entry_id:
+                    raise PreventUpdate
+                entry, result = _current_result(entry_id, _sliders(*sl))
+            except InputError as exc:
+                set_props("warnings", {"children": [alert(str(exc))]})
+                return no_update
+            return {"content": content(entry, result), "filename": views.public_message(cfg, f"{entry.name}{suffix}")}
 
-    _download("dl-json", "dl-json-btn", lambda result: report.dumps(result.to_dict()), ".json")
-    _download("dl-csv", "dl-csv-btn", report.hops_csv, "-hops.csv")
+    def result_json(entry, result) -> str:
+        """The result as stored in the library (named as the run, not by its path), with no
+        server path in any of its strings."""
+        doc = result.to_dict()
+        doc["input"]["source"] = entry.name
+        return report.dumps(views.public_data(cfg, doc))
+
+    _download("dl-json", "dl-json-btn", result_json, ".json")
+    _download("dl-csv", "dl-csv-btn", lambda entry, result: views.public_message(cfg, report.hops_csv(result)), "-hops.csv")
 
     def _csv_download(name: str) -> None:
         @app.callback(
@@ -684,11 +776,17 @@ def register(app, cfg, cache):
             prevent_initial_call=True,
         )
         def download(_, entry_id, *args):
-            if not entry_id:
-                raise PreventUpdate
-            entry = views.entry_of(cfg, entry_id)
-            text = views.view_csv(cfg, name, entry_id, _sliders(*args[: len(CONTROLS)]), args[-2], args[-1])
-            return {"content": text, "filename": f"{entry.name}-{name}.csv"}
+            try:
+                entry_id = views.entry_id_value(entry_id)
+                if not entry_id:
+                    raise PreventUpdate
+                entry = views.entry_of(cfg, entry_id)
+                text = views.view_csv(cfg, name, entry_id, _sliders(*args[: len(CONTROLS)]), views.group_value(args[-2]),
+                                      views.color_by_value(args[-1]))
+            except InputError as exc:
+                set_props("warnings", {"children": [alert(str(exc))]})
+                return no_update
+            return {"content": views.public_message(cfg, text), "filename": views.public_message(cfg, f"{entry.name}-{name}.csv")}
 
     for name in (*views.VIEWS, "table"):
         _csv_download(name)

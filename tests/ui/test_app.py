@@ -518,6 +518,7 @@ def test_queue_cancel_keeps_finished_runs_and_cancels_the_rest(dash_duo, tmp_pat
         write_xdatcar(syn.trajectory, root / name / "XDATCAR")
         (root / name / "INCAR").write_text("POTIM = 2\nNBLOCK = 5\nTEBEG = 900\n")
     dash_duo.start_server(create_app(tmp_path / "data", roots=[root]))
+    dash_duo.wait_for_element("#queue-sims", timeout=10)  # the page is drawn (it raced on a loaded machine)
     for name in ("LiS_600K", "LiT_900K", "LiU_900K"):
         dash_duo.find_element("#queue-sims").click()
         next(o for o in dash_duo.driver.find_elements("css selector", "[role='option']") if name in o.text).click()
