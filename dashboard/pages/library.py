@@ -10,22 +10,25 @@ import functools
 import io
 import json
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import dash_ag_grid as dag
 from dash import Input, Output, State, ctx, dcc, html, no_update
-from flask import abort, send_from_directory
 
 from dashboard import csv_safe
 from dashboard.figures import GRAPH_CONFIG, library_stats
-from dashboard.storage import DiskFullError, Library, corrupt_copies, maybe_cleanup, recovery_message
+from dashboard.storage import DiskFullError, Library, corrupt_copies, recovery_message
 from iondiff_core import provenance
 
 log = logging.getLogger(__name__)
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+#: The folder holding the ``dashboard`` package (for the clean-up process's import path).
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 METHOD_URL = "/docs/METHOD.md"
 
 #: Header tooltips: what each column means, with its unit.
@@ -279,17 +282,15 @@ def register(app, cfg):
     @app.server.before_request
     def startup_cleanup():
         """At the web server's first request (not in Celery workers, which import the app too):
-        retention, quota and orphans, in the background (throttled over the processes)."""
+        retention, quota and orphans, in a process of its own (throttled over the processes).
+        Not a thread of this process: a job forked while that thread is inside SQLite would
+        inherit SQLite's lock held and hang at its first query."""
         if started.acquire(blocking=False):
-            threading.Thread(target=maybe_cleanup, args=(cfg,), name="iondiff-cleanup", daemon=True).start()
-
-    if not any(r.rule.startswith("/docs/") for r in app.server.url_map.iter_rules()):  # unless the app serves docs already
-        @app.server.route("/docs/<path:name>")
-        def docs_file(name):
-            """The project's documentation (Markdown as plain text), for the "how to read this" links."""
-            if not name.endswith(".md") or "/" in name or not (DOCS / name).is_file():
-                abort(404)
-            return send_from_directory(DOCS, name, mimetype="text/plain")
+            code = "import sys; from dashboard.config import Config; from dashboard.storage import maybe_cleanup; " \
+                   "maybe_cleanup(Config.from_env(sys.argv[1], roots=[]))"
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")])}
+            proc = subprocess.Popen([sys.executable, "-c", code, str(cfg.data_dir)], env=env, stdin=subprocess.DEVNULL)
+            threading.Thread(target=proc.wait, name="iondiff-cleanup-wait", daemon=True).start()  # no zombie
 
     @app.callback(
         Output("library-table", "rowData"), Output("library-message", "children"), Output("library-title", "children"),

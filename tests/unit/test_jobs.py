@@ -95,7 +95,7 @@ def analysed(tmp_path_factory):
     (run / "INCAR").write_text(INCAR)
     app = create_app(tmp / "data", roots=[run.parent])
     cfg = app.config_object
-    from pages.analyse import _analyse
+    from dashboard.pages.analyse import _analyse
 
     entry = _analyse(cfg, {"kind": "server", "path": str(run), "name": "LiX_600K"}, "Li", 10.0, 600.0, None)
     return app, cfg, entry, run
@@ -178,7 +178,7 @@ def test_forged_queue_is_refused(analysed, items):
 ])
 def test_run_inputs_are_bounded(analysed, monkeypatch, species, timestep, temperature, named):
     app, cfg, entry, run = analysed
-    from pages.analyse import _analyse
+    from dashboard.pages.analyse import _analyse
 
     monkeypatch.setattr(analysis, "run_analysis", lambda *a, **k: pytest.fail("the run was not refused"))
     with pytest.raises(InputError, match=named):
@@ -237,7 +237,7 @@ def test_no_server_path_in_any_page_output_or_download(analysed):
         for p in secret_paths:
             assert p not in text and json.dumps(p)[1:-1] not in text
     # A refusal that quotes a path shows none of it either.
-    from pages.analyse import _analyse
+    from dashboard.pages.analyse import _analyse
 
     with pytest.raises(InputError) as err:
         _analyse(cfg, {"kind": "server", "path": str(run / "missing")}, "Li", 10, 600, None)
@@ -386,9 +386,9 @@ def _end_id(client):
 def test_page_poll_after_kill_shows_failure(tmp_path, monkeypatch):
     import psutil
 
-    import pages.analyse
+    import dashboard.pages.analyse
 
-    monkeypatch.setattr(pages.analyse, "_analyse", lambda cfg, src, sp, ts, t, progress: (progress(0.3, "clustering ion 3 of 10"),
+    monkeypatch.setattr(dashboard.pages.analyse, "_analyse", lambda cfg, src, sp, ts, t, progress: (progress(0.3, "clustering ion 3 of 10"),
                                                                                       time.sleep(120)))
     app = create_app(tmp_path / "data", roots=[])
     client = app.server.test_client()
@@ -410,7 +410,7 @@ def test_page_poll_after_kill_shows_failure(tmp_path, monkeypatch):
 def test_queue_job_killed_marks_its_running_run_failed_and_keeps_the_rest(tmp_path, monkeypatch):
     import psutil
 
-    import pages.analyse
+    import dashboard.pages.analyse
 
     def stuck(cfg, items, report):
         items[0].update(state="done", progress=1.0)
@@ -418,11 +418,11 @@ def test_queue_job_killed_marks_its_running_run_failed_and_keeps_the_rest(tmp_pa
         report(items)
         time.sleep(60)
 
-    monkeypatch.setattr(pages.analyse, "_run_queue", stuck)
+    monkeypatch.setattr(dashboard.pages.analyse, "_run_queue", stuck)
     app = create_app(tmp_path / "data", roots=[])
     client = app.server.test_client()
     end_id = _end_id(client)
-    items = [pages.analyse._queue_item(p, p) for p in ("a", "b", "c")]
+    items = [dashboard.pages.analyse._queue_item(p, p) for p in ("a", "b", "c")]
     before = {c.pid for c in psutil.Process().children()}
     h = forge(client, app, "queue-store.data", {"queue-run.n_clicks": 1, "queue-store.data": items},
               query=f"?endId={end_id}").get_json()
@@ -439,14 +439,14 @@ def test_queue_job_killed_marks_its_running_run_failed_and_keeps_the_rest(tmp_pa
 
 
 def test_page_shows_queue_position_while_the_slot_is_taken(tmp_path, monkeypatch):
-    import pages.analyse
+    import dashboard.pages.analyse
 
     def slow(cfg, src, sp, ts, t, progress):
         progress(0.5, "clustering")
         time.sleep(1.5)
         return None
 
-    monkeypatch.setattr(pages.analyse, "_analyse", slow)
+    monkeypatch.setattr(dashboard.pages.analyse, "_analyse", slow)
     monkeypatch.setenv("IONDIFF_MAX_JOBS", "1")
     app = create_app(tmp_path / "data", roots=[])
     client = app.server.test_client()
