@@ -93,6 +93,7 @@ class Clustering:
     atoms: np.ndarray  # file indices of the mobile ions
     ions: list[IonClustering]
     silhouette_kind: str
+    denoise_frames: int = 1  # positions were averaged over this many frames (:func:`denoise`)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for ``np.savez`` (see :meth:`from_arrays`)."""
@@ -115,6 +116,7 @@ class Clustering:
             "n_bounds": np.array([len(b) for b in bounds], dtype=int),
             "bounds": cat(bounds, np.zeros(0, int)),
             "kind": np.array(self.silhouette_kind),
+            "denoise_frames": np.array(self.denoise_frames),
         }
 
     @classmethod
@@ -123,7 +125,10 @@ class Clustering:
         kinds = {p.silhouette_kind for p in parts}
         if len(kinds) != 1:
             raise ValueError(f"cannot join clusterings of silhouette kinds {sorted(kinds)}")
-        return cls(np.concatenate([p.atoms for p in parts]), [i for p in parts for i in p.ions], kinds.pop())
+        frames = {p.denoise_frames for p in parts}
+        if len(frames) != 1:
+            raise ValueError(f"cannot join clusterings of positions averaged over {sorted(frames)} frames")
+        return cls(np.concatenate([p.atoms for p in parts]), [i for p in parts for i in p.ions], kinds.pop(), frames.pop())
 
     @classmethod
     def from_arrays(cls, a) -> "Clustering":
@@ -144,7 +149,7 @@ class Clustering:
             )
             ko += m
             bo += nb
-        return cls(np.asarray(a["atoms"]), ions, str(a["kind"]))
+        return cls(np.asarray(a["atoms"]), ions, str(a["kind"]), int(a["denoise_frames"]) if "denoise_frames" in a else 1)
 
 
 @dataclass
@@ -391,7 +396,7 @@ def cluster_ions(
             ions.append(cluster_ion(denoise(x[i] if on_disk else x[:, i, :], window), params))
             if progress is not None:
                 progress(i + 1, n)
-        return Clustering(np.asarray(atoms), ions, params.silhouette)
+        return Clustering(np.asarray(atoms), ions, params.silhouette, window)
     if map_blocks is None:
         map_blocks = ProcessPoolMap(min(n_jobs, n))
         # Small blocks keep the progress bar moving and the processes evenly loaded.
@@ -428,7 +433,7 @@ def cluster_block(source, start: int, stop: int, atoms: list, params: dict, wind
     x = np.load(source, mmap_mode="r") if isinstance(source, (str, os.PathLike)) else source
     p = Parameters.from_dict(params)
     ions = [cluster_ion(denoise(x[i], window), p) for i in range(start, stop)]
-    return Clustering(np.asarray(atoms, dtype=int), ions, p.silhouette).to_arrays()
+    return Clustering(np.asarray(atoms, dtype=int), ions, p.silhouette, window).to_arrays()
 
 
 class ProcessPoolMap:
@@ -528,7 +533,11 @@ def select(
                 weights.append(c.sizes[m[j]])
         lengths = np.diff(bounds).astype(float)
         best.append(float(np.dot(sils, lengths) / lengths.sum()))
-        centres.append(picks[0] if len(picks) == 1 else stitch(np.concatenate(picks), np.concatenate(weights), merge_A))
+        if len(picks) == 1:
+            centres.append(picks[0])
+        else:
+            stitched = stitch(np.concatenate(picks), np.concatenate(weights), merge_A)
+            centres.append(_refined(c, clustering, positions_A, i, stitched, merge_A, threshold))
         ks.append(len(centres[-1]))
     return Centres(centres, np.array(ks), np.array(best))
 
@@ -550,6 +559,135 @@ def _window_mean(c, positions_A: np.ndarray, ion: int, w: int, a: int, b: int) -
     return cache[w]
 
 
+def _refined(c, clustering: "Clustering", positions_A: np.ndarray, ion: int, stitched: np.ndarray, merge_A: float,
+             threshold: float) -> np.ndarray:
+    """:func:`refine` of one ion's stitched centres on its whole-run histogram (of the
+    positions averaged as the clustering saw them), both the histogram and the result kept
+    per clustering (a slider move changes the stitched set of a few ions only)."""
+    cache = c.__dict__.setdefault("_refined", {})
+    key = (stitched.tobytes(), merge_A, threshold)
+    if key not in cache:
+        if getattr(c, "_hist", None) is None:
+            x = denoise(np.asarray(positions_A[:, ion, :], dtype=np.float64), clustering.denoise_frames)
+            c._hist = _voxel_histogram(x, REFINE_VOXEL_A)
+        if len(cache) > 8:
+            cache.clear()
+        cache[key] = refine(*c._hist, stitched, merge_A, threshold)
+    return cache[key]
+
+
+#: Voxel (Å) of the whole-run histogram the stitched centres are refined on: a voxel's
+#: frames go to one centre, so a cluster boundary is placed to within 0.1 Å.
+REFINE_VOXEL_A = 0.2
+
+
+def refine(points: np.ndarray, weights: np.ndarray, centres_A: np.ndarray, merge_A: float, threshold: float,
+           rounds: int = 6, max_iter: int = 20) -> np.ndarray:
+    """Stitched centres (K, 3) of one ion refined on all of its frames.
+
+    ``points`` (P, 3) Å and ``weights`` (P,) frames are the ion's whole-run histogram. Each
+    round: weighted Lloyd iterations from the current centres (at most ``max_iter``), then
+    merges by the two rules under which the paper's method would not have separated two
+    centres: complete-linkage groups within ``merge_A`` (2 r_vib, as :func:`stitch` and
+    the separation rule of :func:`select`), and neighbouring centres (nearest and second
+    nearest of some voxel) whose joint frames split in two have a mean squared silhouette
+    below ``threshold`` (the paper's K = 1 against K = 2 decision on those frames; pairs
+    merged in order of lowest silhouette, each centre once per round). Rounds repeat until
+    nothing merges (at most ``rounds``).
+
+    Why: in each window an ion's cloud around a site is split according to what else it
+    visits there, so the windows' estimates of one site lie up to ~1 Å apart, and those
+    beyond ``merge_A`` survive stitching as two centres with spurious short hops between
+    them. On all the frames, two centres of one site share its cloud, and the paper's
+    silhouette rule says whether that cloud is one site or two.
+    A centre that no voxel is nearest to is dropped (it holds no frame).
+
+    Nearest centres by a k-d tree: a pass costs O(P log K), so the cost per ion-frame
+    hardly depends on the number of sites (at most ``rounds * (max_iter + 2)`` passes).
+    Centres keep their order (a merged centre takes its first member's place).
+    """
+    from scipy.spatial import cKDTree
+
+    origin = points.mean(axis=0)
+    pts = points - origin
+    mu = np.asarray(centres_A, dtype=np.float64) - origin
+    tol2 = (1e-4) ** 2  # Å^2: a centre moving less than 1e-4 Å has converged
+    for _ in range(rounds):
+        for _ in range(max_iter):
+            labels = cKDTree(mu).query(pts)[1]
+            mass = np.bincount(labels, weights=weights, minlength=len(mu))
+            keep = mass > 0
+            new = _weighted_means(pts, weights, labels, len(mu))[keep]
+            moved = len(new) != len(mu) or np.max(np.sum((new - mu) ** 2, axis=1)) > tol2
+            mu = new
+            if not moved:
+                break
+        if len(mu) < 2:
+            break
+        near = cKDTree(mu).query(pts, k=2)[1]
+        labels = near[:, 0]
+        mass = np.bincount(labels, weights=weights, minlength=len(mu))
+        group = fcluster(linkage(mu, method="complete"), t=merge_A, criterion="distance") - 1
+        if len(np.unique(group)) == len(mu):  # none within merge_A: the silhouette rule
+            group = _silhouette_merges(pts, weights, mu, labels, near[:, 1], mass, threshold)
+        if len(np.unique(group)) == len(mu):
+            break
+        mu = _merge(mu, mass, group)
+    return mu + origin
+
+
+def _weighted_means(pts, weights, labels, k):
+    mass = np.bincount(labels, weights=weights, minlength=k)
+    sums = np.stack([np.bincount(labels, weights=weights * pts[:, d], minlength=k) for d in range(3)], axis=1)
+    return sums / np.maximum(mass, 1e-300)[:, None]
+
+
+def _merge(mu, mass, group):
+    """Centres merged by ``group`` (K,) as ``mass``-weighted means, numbered by first member."""
+    _, first, inverse = np.unique(group, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))[inverse]
+    n = len(first)
+    w = np.maximum(mass, 1e-12)
+    sums = np.stack([np.bincount(rank, weights=w * mu[:, d], minlength=n) for d in range(3)], axis=1)
+    return sums / np.bincount(rank, weights=w, minlength=n)[:, None]
+
+
+def _silhouette_merges(pts, weights, mu, labels, second, mass, threshold) -> np.ndarray:
+    """Merge groups (K,) of the neighbouring centre pairs (a voxel's nearest ``labels`` and
+    second nearest ``second``) whose joint voxels, split between the two, have a weighted
+    mean squared silhouette (:func:`squared_silhouette`) below ``threshold``."""
+    k = len(mu)
+    own = np.einsum("pd,pd->p", pts - mu[labels], pts - mu[labels])
+    spread = np.bincount(labels, weights=weights * own, minlength=k) / np.maximum(mass, 1e-300)
+    pairs = np.unique(np.sort(np.stack([labels, second], axis=1), axis=1), axis=0)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(k + 1))
+    sil = np.full(len(pairs), np.inf)
+    for j, (a, b) in enumerate(pairs):
+        idx = np.concatenate([order[starts[a] : starts[a + 1]], order[starts[b] : starts[b + 1]]])
+        lab = labels[idx]
+        other = np.where(lab == a, b, a)
+        m_own = mass[lab]
+        if mass[a] <= 1 or mass[b] <= 1:
+            sil[j] = -1.0  # a centre of one frame is no site
+            continue
+        d_own = m_own / (m_own - 1) * (own[idx] + spread[lab])
+        diff = pts[idx] - mu[other]
+        d_other = np.einsum("pd,pd->p", diff, diff) + spread[other]
+        s = (d_other - d_own) / np.maximum(np.maximum(d_own, d_other), 1e-300)
+        sil[j] = np.sum(weights[idx] * s) / np.sum(weights[idx])
+    group = np.arange(k)
+    used = np.zeros(k, bool)
+    for j in np.argsort(sil):
+        a, b = pairs[j]
+        if sil[j] >= threshold:
+            break
+        if not used[a] and not used[b]:
+            group[b] = a
+            used[a] = used[b] = True
+    return group
+
+
 def _radii(c) -> np.ndarray:
     """Largest cluster rms radius of each (window, K) candidate of one ion, computed once."""
     if getattr(c, "_max_radius", None) is None:
@@ -567,13 +705,7 @@ def stitch(centres_A: np.ndarray, weights: np.ndarray, merge_A: float) -> np.nda
     """
     if len(centres_A) < 2:
         return centres_A
-    groups = fcluster(linkage(centres_A, method="complete"), t=merge_A, criterion="distance")
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    rank = np.argsort(np.argsort(first))[inverse]  # group number in order of appearance
-    n = len(first)
-    w = np.maximum(weights, 1e-12)
-    sums = np.stack([np.bincount(rank, weights=w * centres_A[:, d], minlength=n) for d in range(3)], axis=1)
-    return sums / np.bincount(rank, weights=w, minlength=n)[:, None]
+    return _merge(centres_A, weights, fcluster(linkage(centres_A, method="complete"), t=merge_A, criterion="distance"))
 
 
 def _min_separation(mu: np.ndarray) -> float:
