@@ -629,7 +629,7 @@ def refine(points: np.ndarray, weights: np.ndarray, centres_A: np.ndarray, merge
         mass = np.bincount(labels, weights=weights, minlength=len(mu))
         group = fcluster(linkage(mu, method="complete"), t=merge_A, criterion="distance") - 1
         if len(np.unique(group)) == len(mu):  # none within merge_A: the silhouette rule
-            group = _silhouette_merges(pts, weights, mu, labels, near[:, 1], mass, threshold)
+            group = _silhouette_merges(pts, weights, labels, near[:, 1], len(mu), threshold)
         if len(np.unique(group)) == len(mu):
             break
         mu = _merge(mu, mass, group)
@@ -652,33 +652,39 @@ def _merge(mu, mass, group):
     return sums / np.bincount(rank, weights=w, minlength=n)[:, None]
 
 
-def _silhouette_merges(pts, weights, mu, labels, second, mass, threshold) -> np.ndarray:
+def _pair_silhouette(pts: np.ndarray, weights: np.ndarray, second: np.ndarray) -> float:
+    """Weighted mean squared silhouette (:func:`squared_silhouette`, voxels standing for
+    their ``weights`` frames) of voxels ``pts`` split in two by the bool ``second``."""
+    lab = second.astype(int)
+    mass = np.bincount(lab, weights=weights, minlength=2)
+    if (mass <= 1).any():
+        return -1.0  # a cluster of at most one frame is no site
+    mu = _weighted_means(pts, weights, lab, 2)
+    d2 = np.stack([np.einsum("pd,pd->p", pts - m, pts - m) for m in mu])  # (2, P)
+    t = np.arange(len(pts))
+    own, other = d2[lab, t], d2[1 - lab, t]
+    spread = np.bincount(lab, weights=weights * own, minlength=2) / mass
+    m_own = mass[lab]
+    a = m_own / (m_own - 1) * (own + spread[lab])
+    b = other + spread[1 - lab]
+    s = (b - a) / np.maximum(np.maximum(a, b), 1e-300)
+    return float(np.sum(weights * s) / np.sum(weights))
+
+
+def _silhouette_merges(pts, weights, labels, second, k, threshold) -> np.ndarray:
     """Merge groups (K,) of the neighbouring centre pairs (a voxel's nearest ``labels`` and
     second nearest ``second``) whose joint voxels, split between the two, have a weighted
-    mean squared silhouette (:func:`squared_silhouette`) below ``threshold``."""
-    k = len(mu)
-    own = np.einsum("pd,pd->p", pts - mu[labels], pts - mu[labels])
-    spread = np.bincount(labels, weights=weights * own, minlength=k) / np.maximum(mass, 1e-300)
+    mean squared silhouette below ``threshold``: lowest first, each centre once."""
     pairs = np.unique(np.sort(np.stack([labels, second], axis=1), axis=1), axis=0)
     order = np.argsort(labels, kind="stable")
     starts = np.searchsorted(labels[order], np.arange(k + 1))
-    sil = np.full(len(pairs), np.inf)
+    sil = np.empty(len(pairs))
     for j, (a, b) in enumerate(pairs):
         idx = np.concatenate([order[starts[a] : starts[a + 1]], order[starts[b] : starts[b + 1]]])
-        lab = labels[idx]
-        other = np.where(lab == a, b, a)
-        m_own = mass[lab]
-        if mass[a] <= 1 or mass[b] <= 1:
-            sil[j] = -1.0  # a centre of one frame is no site
-            continue
-        d_own = m_own / (m_own - 1) * (own[idx] + spread[lab])
-        diff = pts[idx] - mu[other]
-        d_other = np.einsum("pd,pd->p", diff, diff) + spread[other]
-        s = (d_other - d_own) / np.maximum(np.maximum(d_own, d_other), 1e-300)
-        sil[j] = np.sum(weights[idx] * s) / np.sum(weights[idx])
+        sil[j] = _pair_silhouette(pts[idx], weights[idx], labels[idx] == b)
     group = np.arange(k)
     used = np.zeros(k, bool)
-    for j in np.argsort(sil):
+    for j in np.argsort(sil, kind="stable"):
         a, b = pairs[j]
         if sil[j] >= threshold:
             break

@@ -6,6 +6,9 @@ from sklearn.metrics import silhouette_score
 
 from iondiff_core.centres import (
     Clustering,
+    IonClustering,
+    _voxel_histogram,
+    refine,
     cluster_ion,
     cluster_ions,
     count_dwell_sites,
@@ -129,6 +132,32 @@ def test_stitch_merges_one_site_seen_twice_but_does_not_chain_a_row():
     # A row 0.6 Å apart: single linkage would merge all five; complete linkage keeps 1.2 Å groups apart.
     row = np.stack([np.arange(5) * 0.6, np.zeros(5), np.zeros(5)], axis=1)
     assert len(stitch(row, np.ones(5), 1.0)) >= 3
+
+
+def test_refinement_gives_one_centre_per_site_where_windows_place_it_differently():
+    # An ion hopping between two sites 2.5 Å apart in each of four windows; each window's
+    # centres are shifted 0.6 Å (as a window's K search places a site according to what
+    # else the ion visits there), so one site's window centres lie up to 1.2 Å apart:
+    # beyond the 1 Å stitching distance, so stitching alone keeps more than two.
+    sites = np.array([[0.0, 0, 0], [2.5, 0, 0]])
+    x = np.concatenate([blobs(sites, 500, 0.15, seed=w) for w in range(4)])  # (4000, 3)
+    shifts = np.array([[0, 0.6, 0], [0, -0.6, 0], [0, 0, 0.6], [0, 0, -0.6]])
+    ion = IonClustering(
+        ks=np.full(4, 2), silhouette=np.full(4, 0.9), centres=[sites + s for s in shifts],
+        sizes=[np.array([500.0, 500.0])] * 4, window=np.arange(4), bounds=np.arange(5) * 1000,
+        radius=[np.full(2, 0.26)] * 4,
+    )
+    stitched = stitch(np.concatenate(ion.centres), np.full(8, 500.0), 1.0)
+    assert len(stitched) > 2
+    cen = select(Clustering(np.array([0]), [ion], "squared"), x[:, None, :], 0.7, 1.0)
+    got = cen.centres[0]
+    assert len(got) == 2 and cen.k[0] == 2
+    assert cdist(sites, got).min(axis=1).max() < 0.05  # the sites' frame means
+    # Two real sites 1.2 Å apart, each a tight cloud, stay two (their split scores high).
+    near = np.array([[0.0, 0, 0], [1.2, 0, 0]])
+    y = blobs(near, 2000, 0.06)
+    kept = refine(*_voxel_histogram(y, 0.2), near + [0, 0.05, 0], 1.0, 0.7)
+    assert len(kept) == 2 and cdist(near, kept).min(axis=1).max() < 0.05
 
 
 def test_single_site_ion_gets_k_1_and_still_ion_does_not_crash():
