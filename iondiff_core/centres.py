@@ -242,14 +242,18 @@ def _one_thread():
 def window_bounds(x: np.ndarray, params: Parameters) -> np.ndarray:
     """Frame bounds (W + 1,) of the time windows one ion's run is clustered in.
 
-    Equal windows of at most ``params.window_frames`` frames; a window in which the ion
+    One window when the ion dwells at no more than ``params.window_sites`` sites over the
+    whole run. Otherwise equal windows of at most ``params.window_frames`` frames; a window in which the ion
     dwells at more than ``params.window_sites`` sites (:func:`count_dwell_sites`, O(frames))
     is cut into equal parts with about that many sites each, none shorter than
     ``params.window_min_frames``; every inner bound is then moved to a frame where the
     ion rests (:func:`_snap_to_rest`). ``window_frames = 0``: one window, the whole run.
     """
     n = len(x)
-    if not params.window_frames or n <= params.window_frames:
+    # An ion that dwells at no more sites over the whole run than a window may hold is
+    # clustered as one window: its K search costs per frame what a window's would, and
+    # one clustering of all its frames places each site once (no stitching needed).
+    if not params.window_frames or n <= params.window_frames or count_dwell_sites(x) <= params.window_sites:
         coarse = np.array([0, n])
     else:
         coarse = np.linspace(0, n, -(-n // params.window_frames) + 1).astype(int)

@@ -97,8 +97,10 @@ def test_window_bounds():
     p = Parameters(window_frames=5000, window_sites=6, window_min_frames=1000)
     _, short = walker(3, 1000)  # 3000 frames, 3 sites: one window
     assert window_bounds(short, p).tolist() == [0, 3000]
-    _, still = walker(1, 12000)  # one site, 12000 frames: three windows of about 4000
-    b = window_bounds(still, p)
+    _, still = walker(1, 12000)  # one site over 12000 frames: one window (no more sites than a window holds)
+    assert window_bounds(still, p).tolist() == [0, 12000]
+    _, long = walker(12, 1000)  # 12 sites over 12000 frames: three windows of about 4000 (4 sites each)
+    b = window_bounds(long, p)
     assert len(b) == 4 and b[0] == 0 and b[-1] == 12000 and np.abs(b[1:3] - [4000, 8000]).max() <= 250
     _, busy = walker(24, 200)  # 24 sites in 4800 frames: four windows of about 6 sites
     b = window_bounds(busy, p)
@@ -112,7 +114,7 @@ def test_window_bounds_avoid_a_hop():
     x = np.zeros((12000, 3))
     x[:, 0] = np.clip((t - 3980) / 40, 0, 1) * 2.5
     x += np.random.default_rng(0).normal(scale=0.02, size=x.shape)
-    b = window_bounds(x, Parameters())
+    b = window_bounds(x, Parameters(window_sites=1))  # two sites over the run: windows
     assert len(b) == 4
     assert b[1] < 3980 - 40 or b[1] > 4020 + 40  # at rest, away from the transit
 
