@@ -12,7 +12,9 @@ rule is well posed where an ion visits a few sites, so each ion's run is cut int
 windows of at most ``window_frames`` frames (shorter where the ion dwells at more than
 ``window_sites`` sites, :func:`window_bounds`), the K search runs in each window, and
 :func:`select` stitches the windows' chosen centres into one set per ion (centres of
-one site seen in several windows are merged). The cost per ion-frame is then that of
+one site seen in several windows are merged) and refines them on all of the ion's frames
+(:func:`refine`). An ion that dwells at no more than ``window_sites`` sites over its whole
+run is one window. The cost per ion-frame is then that of
 a window with a few sites, whatever the number of sites visited, and no cap on K is
 needed. A run no longer than one window is clustered exactly as before.
 
@@ -513,7 +515,11 @@ def select(
     windows are merged (complete linkage, so no chains) when they lie within
     ``merge_A`` of each other (default ``min_separation_A``, or 1 Å if that is 0),
     as frame-weighted means; centres are numbered by the first window that holds them.
-    An ion clustered as one window gets its window's centres unchanged.
+    The stitched centres are then refined on all of the ion's frames (:func:`refine`:
+    Lloyd passes over its whole-run histogram, merges within ``merge_A`` or by the pair
+    silhouette at ``threshold``), so that one site seen a little apart in different
+    windows becomes one centre. An ion clustered as one window gets its window's centres
+    unchanged.
     """
     merge_A = merge_A if merge_A is not None else (min_separation_A or 1.0)
     max_radius_A = max_radius_A if max_radius_A is not None else (2 * min_separation_A or np.inf)
