@@ -4,8 +4,8 @@ real trajectory in ../shared/data/real and on planted-hop trajectories.
 *old* = ``iondiff_core/centres.py`` as it was at commit 4e2dd41 (read with ``git show``,
 so the comparison does not drift as the code changes): each ion's whole run clustered at
 once, K capped at 60. *new* = the defaults: time windows of at most 5000 frames, centres
-stitched across windows, no cap on K. Hops are found from either set of centres by the
-same :func:`iondiff_core.hops.find_hops`.
+stitched across windows and refined on each ion's whole run, no cap on K. Hops are found
+from either set of centres by the same :func:`iondiff_core.hops.find_hops`.
 
 Prints a markdown section for docs/VALIDATION.md: per run, the hops of each, how many are
 the same hop (same ion, same first and last transit frame) or nearly (both within 2

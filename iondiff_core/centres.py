@@ -12,7 +12,9 @@ rule is well posed where an ion visits a few sites, so each ion's run is cut int
 windows of at most ``window_frames`` frames (shorter where the ion dwells at more than
 ``window_sites`` sites, :func:`window_bounds`), the K search runs in each window, and
 :func:`select` stitches the windows' chosen centres into one set per ion (centres of
-one site seen in several windows are merged). The cost per ion-frame is then that of
+one site seen in several windows are merged) and refines them on all of the ion's frames
+(:func:`refine`). An ion that dwells at no more than ``window_sites`` sites over its whole
+run is one window. The cost per ion-frame is then that of
 a window with a few sites, whatever the number of sites visited, and no cap on K is
 needed. A run no longer than one window is clustered exactly as before.
 
@@ -93,6 +95,7 @@ class Clustering:
     atoms: np.ndarray  # file indices of the mobile ions
     ions: list[IonClustering]
     silhouette_kind: str
+    denoise_frames: int = 1  # positions were averaged over this many frames (:func:`denoise`)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for ``np.savez`` (see :meth:`from_arrays`)."""
@@ -115,6 +118,7 @@ class Clustering:
             "n_bounds": np.array([len(b) for b in bounds], dtype=int),
             "bounds": cat(bounds, np.zeros(0, int)),
             "kind": np.array(self.silhouette_kind),
+            "denoise_frames": np.array(self.denoise_frames),
         }
 
     @classmethod
@@ -123,7 +127,10 @@ class Clustering:
         kinds = {p.silhouette_kind for p in parts}
         if len(kinds) != 1:
             raise ValueError(f"cannot join clusterings of silhouette kinds {sorted(kinds)}")
-        return cls(np.concatenate([p.atoms for p in parts]), [i for p in parts for i in p.ions], kinds.pop())
+        frames = {p.denoise_frames for p in parts}
+        if len(frames) != 1:
+            raise ValueError(f"cannot join clusterings of positions averaged over {sorted(frames)} frames")
+        return cls(np.concatenate([p.atoms for p in parts]), [i for p in parts for i in p.ions], kinds.pop(), frames.pop())
 
     @classmethod
     def from_arrays(cls, a) -> "Clustering":
@@ -144,7 +151,7 @@ class Clustering:
             )
             ko += m
             bo += nb
-        return cls(np.asarray(a["atoms"]), ions, str(a["kind"]))
+        return cls(np.asarray(a["atoms"]), ions, str(a["kind"]), int(a["denoise_frames"]) if "denoise_frames" in a else 1)
 
 
 @dataclass
@@ -237,14 +244,18 @@ def _one_thread():
 def window_bounds(x: np.ndarray, params: Parameters) -> np.ndarray:
     """Frame bounds (W + 1,) of the time windows one ion's run is clustered in.
 
-    Equal windows of at most ``params.window_frames`` frames; a window in which the ion
+    One window when the ion dwells at no more than ``params.window_sites`` sites over the
+    whole run. Otherwise equal windows of at most ``params.window_frames`` frames; a window in which the ion
     dwells at more than ``params.window_sites`` sites (:func:`count_dwell_sites`, O(frames))
     is cut into equal parts with about that many sites each, none shorter than
     ``params.window_min_frames``; every inner bound is then moved to a frame where the
     ion rests (:func:`_snap_to_rest`). ``window_frames = 0``: one window, the whole run.
     """
     n = len(x)
-    if not params.window_frames or n <= params.window_frames:
+    # An ion that dwells at no more sites over the whole run than a window may hold is
+    # clustered as one window: its K search costs per frame what a window's would, and
+    # one clustering of all its frames places each site once (no stitching needed).
+    if not params.window_frames or n <= params.window_frames or count_dwell_sites(x) <= params.window_sites:
         coarse = np.array([0, n])
     else:
         coarse = np.linspace(0, n, -(-n // params.window_frames) + 1).astype(int)
@@ -391,7 +402,7 @@ def cluster_ions(
             ions.append(cluster_ion(denoise(x[i] if on_disk else x[:, i, :], window), params))
             if progress is not None:
                 progress(i + 1, n)
-        return Clustering(np.asarray(atoms), ions, params.silhouette)
+        return Clustering(np.asarray(atoms), ions, params.silhouette, window)
     if map_blocks is None:
         map_blocks = ProcessPoolMap(min(n_jobs, n))
         # Small blocks keep the progress bar moving and the processes evenly loaded.
@@ -428,7 +439,7 @@ def cluster_block(source, start: int, stop: int, atoms: list, params: dict, wind
     x = np.load(source, mmap_mode="r") if isinstance(source, (str, os.PathLike)) else source
     p = Parameters.from_dict(params)
     ions = [cluster_ion(denoise(x[i], window), p) for i in range(start, stop)]
-    return Clustering(np.asarray(atoms, dtype=int), ions, p.silhouette).to_arrays()
+    return Clustering(np.asarray(atoms, dtype=int), ions, p.silhouette, window).to_arrays()
 
 
 class ProcessPoolMap:
@@ -504,7 +515,11 @@ def select(
     windows are merged (complete linkage, so no chains) when they lie within
     ``merge_A`` of each other (default ``min_separation_A``, or 1 Å if that is 0),
     as frame-weighted means; centres are numbered by the first window that holds them.
-    An ion clustered as one window gets its window's centres unchanged.
+    The stitched centres are then refined on all of the ion's frames (:func:`refine`:
+    Lloyd passes over its whole-run histogram, merges within ``merge_A`` or by the pair
+    silhouette at ``threshold``), so that one site seen a little apart in different
+    windows becomes one centre. An ion clustered as one window gets its window's centres
+    unchanged.
     """
     merge_A = merge_A if merge_A is not None else (min_separation_A or 1.0)
     max_radius_A = max_radius_A if max_radius_A is not None else (2 * min_separation_A or np.inf)
@@ -528,7 +543,11 @@ def select(
                 weights.append(c.sizes[m[j]])
         lengths = np.diff(bounds).astype(float)
         best.append(float(np.dot(sils, lengths) / lengths.sum()))
-        centres.append(picks[0] if len(picks) == 1 else stitch(np.concatenate(picks), np.concatenate(weights), merge_A))
+        if len(picks) == 1:
+            centres.append(picks[0])
+        else:
+            stitched = stitch(np.concatenate(picks), np.concatenate(weights), merge_A)
+            centres.append(_refined(c, clustering, positions_A, i, stitched, merge_A, threshold))
         ks.append(len(centres[-1]))
     return Centres(centres, np.array(ks), np.array(best))
 
@@ -550,6 +569,141 @@ def _window_mean(c, positions_A: np.ndarray, ion: int, w: int, a: int, b: int) -
     return cache[w]
 
 
+def _refined(c, clustering: "Clustering", positions_A: np.ndarray, ion: int, stitched: np.ndarray, merge_A: float,
+             threshold: float) -> np.ndarray:
+    """:func:`refine` of one ion's stitched centres on its whole-run histogram (of the
+    positions averaged as the clustering saw them), both the histogram and the result kept
+    per clustering (a slider move changes the stitched set of a few ions only)."""
+    cache = c.__dict__.setdefault("_refined", {})
+    key = (stitched.tobytes(), merge_A, threshold)
+    if key not in cache:
+        if getattr(c, "_hist", None) is None:
+            x = denoise(np.asarray(positions_A[:, ion, :], dtype=np.float64), clustering.denoise_frames)
+            c._hist = _voxel_histogram(x, REFINE_VOXEL_A)
+        if len(cache) > 8:
+            cache.clear()
+        cache[key] = refine(*c._hist, stitched, merge_A, threshold)
+    return cache[key]
+
+
+#: Voxel (Å) of the whole-run histogram the stitched centres are refined on: a voxel's
+#: frames go to one centre, so a cluster boundary is placed to within 0.1 Å.
+REFINE_VOXEL_A = 0.2
+
+
+def refine(points: np.ndarray, weights: np.ndarray, centres_A: np.ndarray, merge_A: float, threshold: float,
+           rounds: int = 6, max_iter: int = 20) -> np.ndarray:
+    """Stitched centres (K, 3) of one ion refined on all of its frames.
+
+    ``points`` (P, 3) Å and ``weights`` (P,) frames are the ion's whole-run histogram. Each
+    round: weighted Lloyd iterations from the current centres (at most ``max_iter``), then
+    merges by the two rules under which the paper's method would not have separated two
+    centres: complete-linkage groups within ``merge_A`` (2 r_vib, as :func:`stitch` and
+    the separation rule of :func:`select`), and neighbouring centres (nearest and second
+    nearest of some voxel) whose joint frames split in two have a mean squared silhouette
+    below ``threshold`` (the paper's K = 1 against K = 2 decision on those frames; pairs
+    merged in order of lowest silhouette, each centre once per round). Rounds repeat until
+    nothing merges (at most ``rounds``).
+
+    Why: in each window an ion's cloud around a site is split according to what else it
+    visits there, so the windows' estimates of one site lie up to ~1 Å apart, and those
+    beyond ``merge_A`` survive stitching as two centres with spurious short hops between
+    them. On all the frames, two centres of one site share its cloud, and the paper's
+    silhouette rule says whether that cloud is one site or two.
+    A centre that no voxel is nearest to is dropped (it holds no frame).
+
+    Nearest centres by a k-d tree: a pass costs O(P log K), so the cost per ion-frame
+    hardly depends on the number of sites (at most ``rounds * (max_iter + 2)`` passes).
+    Centres keep their order (a merged centre takes its first member's place).
+    """
+    from scipy.spatial import cKDTree
+
+    origin = points.mean(axis=0)
+    pts = points - origin
+    mu = np.asarray(centres_A, dtype=np.float64) - origin
+    tol2 = (1e-4) ** 2  # Å^2: a centre moving less than 1e-4 Å has converged
+    for _ in range(rounds):
+        for _ in range(max_iter):
+            labels = cKDTree(mu).query(pts)[1]
+            mass = np.bincount(labels, weights=weights, minlength=len(mu))
+            keep = mass > 0
+            new = _weighted_means(pts, weights, labels, len(mu))[keep]
+            moved = len(new) != len(mu) or np.max(np.sum((new - mu) ** 2, axis=1)) > tol2
+            mu = new
+            if not moved:
+                break
+        if len(mu) < 2:
+            break
+        near = cKDTree(mu).query(pts, k=2)[1]
+        labels = near[:, 0]
+        mass = np.bincount(labels, weights=weights, minlength=len(mu))
+        group = fcluster(linkage(mu, method="complete"), t=merge_A, criterion="distance") - 1
+        if len(np.unique(group)) == len(mu):  # none within merge_A: the silhouette rule
+            group = _silhouette_merges(pts, weights, labels, near[:, 1], len(mu), threshold)
+        if len(np.unique(group)) == len(mu):
+            break
+        mu = _merge(mu, mass, group)
+    return mu + origin
+
+
+def _weighted_means(pts, weights, labels, k):
+    mass = np.bincount(labels, weights=weights, minlength=k)
+    sums = np.stack([np.bincount(labels, weights=weights * pts[:, d], minlength=k) for d in range(3)], axis=1)
+    return sums / np.maximum(mass, 1e-300)[:, None]
+
+
+def _merge(mu, mass, group):
+    """Centres merged by ``group`` (K,) as ``mass``-weighted means, numbered by first member."""
+    _, first, inverse = np.unique(group, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))[inverse]
+    n = len(first)
+    w = np.maximum(mass, 1e-12)
+    sums = np.stack([np.bincount(rank, weights=w * mu[:, d], minlength=n) for d in range(3)], axis=1)
+    return sums / np.bincount(rank, weights=w, minlength=n)[:, None]
+
+
+def _pair_silhouette(pts: np.ndarray, weights: np.ndarray, second: np.ndarray) -> float:
+    """Weighted mean squared silhouette (:func:`squared_silhouette`, voxels standing for
+    their ``weights`` frames) of voxels ``pts`` split in two by the bool ``second``."""
+    lab = second.astype(int)
+    mass = np.bincount(lab, weights=weights, minlength=2)
+    if (mass <= 1).any():
+        return -1.0  # a cluster of at most one frame is no site
+    mu = _weighted_means(pts, weights, lab, 2)
+    d2 = np.stack([np.einsum("pd,pd->p", pts - m, pts - m) for m in mu])  # (2, P)
+    t = np.arange(len(pts))
+    own, other = d2[lab, t], d2[1 - lab, t]
+    spread = np.bincount(lab, weights=weights * own, minlength=2) / mass
+    m_own = mass[lab]
+    a = m_own / (m_own - 1) * (own + spread[lab])
+    b = other + spread[1 - lab]
+    s = (b - a) / np.maximum(np.maximum(a, b), 1e-300)
+    return float(np.sum(weights * s) / np.sum(weights))
+
+
+def _silhouette_merges(pts, weights, labels, second, k, threshold) -> np.ndarray:
+    """Merge groups (K,) of the neighbouring centre pairs (a voxel's nearest ``labels`` and
+    second nearest ``second``) whose joint voxels, split between the two, have a weighted
+    mean squared silhouette below ``threshold``: lowest first, each centre once."""
+    pairs = np.unique(np.sort(np.stack([labels, second], axis=1), axis=1), axis=0)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(k + 1))
+    sil = np.empty(len(pairs))
+    for j, (a, b) in enumerate(pairs):
+        idx = np.concatenate([order[starts[a] : starts[a + 1]], order[starts[b] : starts[b + 1]]])
+        sil[j] = _pair_silhouette(pts[idx], weights[idx], labels[idx] == b)
+    group = np.arange(k)
+    used = np.zeros(k, bool)
+    for j in np.argsort(sil, kind="stable"):
+        a, b = pairs[j]
+        if sil[j] >= threshold:
+            break
+        if not used[a] and not used[b]:
+            group[b] = a
+            used[a] = used[b] = True
+    return group
+
+
 def _radii(c) -> np.ndarray:
     """Largest cluster rms radius of each (window, K) candidate of one ion, computed once."""
     if getattr(c, "_max_radius", None) is None:
@@ -567,13 +721,7 @@ def stitch(centres_A: np.ndarray, weights: np.ndarray, merge_A: float) -> np.nda
     """
     if len(centres_A) < 2:
         return centres_A
-    groups = fcluster(linkage(centres_A, method="complete"), t=merge_A, criterion="distance")
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    rank = np.argsort(np.argsort(first))[inverse]  # group number in order of appearance
-    n = len(first)
-    w = np.maximum(weights, 1e-12)
-    sums = np.stack([np.bincount(rank, weights=w * centres_A[:, d], minlength=n) for d in range(3)], axis=1)
-    return sums / np.bincount(rank, weights=w, minlength=n)[:, None]
+    return _merge(centres_A, weights, fcluster(linkage(centres_A, method="complete"), t=merge_A, criterion="distance"))
 
 
 def _min_separation(mu: np.ndarray) -> float:

@@ -6,6 +6,9 @@ from sklearn.metrics import silhouette_score
 
 from iondiff_core.centres import (
     Clustering,
+    IonClustering,
+    _voxel_histogram,
+    refine,
     cluster_ion,
     cluster_ions,
     count_dwell_sites,
@@ -94,8 +97,10 @@ def test_window_bounds():
     p = Parameters(window_frames=5000, window_sites=6, window_min_frames=1000)
     _, short = walker(3, 1000)  # 3000 frames, 3 sites: one window
     assert window_bounds(short, p).tolist() == [0, 3000]
-    _, still = walker(1, 12000)  # one site, 12000 frames: three windows of about 4000
-    b = window_bounds(still, p)
+    _, still = walker(1, 12000)  # one site over 12000 frames: one window (no more sites than a window holds)
+    assert window_bounds(still, p).tolist() == [0, 12000]
+    _, long = walker(12, 1000)  # 12 sites over 12000 frames: three windows of about 4000 (4 sites each)
+    b = window_bounds(long, p)
     assert len(b) == 4 and b[0] == 0 and b[-1] == 12000 and np.abs(b[1:3] - [4000, 8000]).max() <= 250
     _, busy = walker(24, 200)  # 24 sites in 4800 frames: four windows of about 6 sites
     b = window_bounds(busy, p)
@@ -109,7 +114,7 @@ def test_window_bounds_avoid_a_hop():
     x = np.zeros((12000, 3))
     x[:, 0] = np.clip((t - 3980) / 40, 0, 1) * 2.5
     x += np.random.default_rng(0).normal(scale=0.02, size=x.shape)
-    b = window_bounds(x, Parameters())
+    b = window_bounds(x, Parameters(window_sites=1))  # two sites over the run: windows
     assert len(b) == 4
     assert b[1] < 3980 - 40 or b[1] > 4020 + 40  # at rest, away from the transit
 
@@ -129,6 +134,32 @@ def test_stitch_merges_one_site_seen_twice_but_does_not_chain_a_row():
     # A row 0.6 Å apart: single linkage would merge all five; complete linkage keeps 1.2 Å groups apart.
     row = np.stack([np.arange(5) * 0.6, np.zeros(5), np.zeros(5)], axis=1)
     assert len(stitch(row, np.ones(5), 1.0)) >= 3
+
+
+def test_refinement_gives_one_centre_per_site_where_windows_place_it_differently():
+    # An ion hopping between two sites 2.5 Å apart in each of four windows; each window's
+    # centres are shifted 0.6 Å (as a window's K search places a site according to what
+    # else the ion visits there), so one site's window centres lie up to 1.2 Å apart:
+    # beyond the 1 Å stitching distance, so stitching alone keeps more than two.
+    sites = np.array([[0.0, 0, 0], [2.5, 0, 0]])
+    x = np.concatenate([blobs(sites, 500, 0.15, seed=w) for w in range(4)])  # (4000, 3)
+    shifts = np.array([[0, 0.6, 0], [0, -0.6, 0], [0, 0, 0.6], [0, 0, -0.6]])
+    ion = IonClustering(
+        ks=np.full(4, 2), silhouette=np.full(4, 0.9), centres=[sites + s for s in shifts],
+        sizes=[np.array([500.0, 500.0])] * 4, window=np.arange(4), bounds=np.arange(5) * 1000,
+        radius=[np.full(2, 0.26)] * 4,
+    )
+    stitched = stitch(np.concatenate(ion.centres), np.full(8, 500.0), 1.0)
+    assert len(stitched) > 2
+    cen = select(Clustering(np.array([0]), [ion], "squared"), x[:, None, :], 0.7, 1.0)
+    got = cen.centres[0]
+    assert len(got) == 2 and cen.k[0] == 2
+    assert cdist(sites, got).min(axis=1).max() < 0.05  # the sites' frame means
+    # Two real sites 1.2 Å apart, each a tight cloud, stay two (their split scores high).
+    near = np.array([[0.0, 0, 0], [1.2, 0, 0]])
+    y = blobs(near, 2000, 0.06)
+    kept = refine(*_voxel_histogram(y, 0.2), near + [0, 0.05, 0], 1.0, 0.7)
+    assert len(kept) == 2 and cdist(near, kept).min(axis=1).max() < 0.05
 
 
 def test_single_site_ion_gets_k_1_and_still_ion_does_not_crash():
@@ -159,8 +190,9 @@ def test_threshold_picks_k_without_reclustering(planted):
 def test_clustering_round_trips_through_arrays(planted):
     t = planted.trajectory
     x = unwrap(t, t.indices("Li"))[:, :4]
-    cl = cluster_ions(x, np.arange(4), Parameters(k_max=4))
+    cl = cluster_ions(x, np.arange(4), Parameters(k_max=4), timestep_fs=t.timestep_fs)
     back = Clustering.from_arrays(cl.to_arrays())
+    assert cl.denoise_frames > 1 and back.denoise_frames == cl.denoise_frames  # refinement sees the same averages
     for a, b in zip(cl.ions, back.ions):
         assert np.array_equal(a.ks, b.ks)
         assert np.allclose(a.silhouette, b.silhouette)
