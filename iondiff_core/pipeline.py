@@ -209,7 +209,7 @@ def clustering_stage(
 #: Version of what the clustering stage computes and stores: part of its cache key, so
 #: that a change of the k-means, the silhouette, the windows or the record's layout never
 #: reads an entry written by older code. Bump it with any such change.
-CLUSTERING_VERSION = 3  # 3: batched K scan, empty clusters relocated
+CLUSTERING_VERSION = 4  # 3: batched K scan, empty clusters relocated; 4: refined stitching, few-site ions one window
 
 
 def clustering_key(prep: Prepared, params: Parameters) -> str:
