@@ -18,7 +18,6 @@ stages when a slider moves.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import re
@@ -80,18 +79,13 @@ def run_name(path: Path) -> str:
     return path.name if path.is_dir() else path.parent.name if path.name.upper().startswith("XDATCAR") else path.name
 
 
-def read_limits(cfg: Config, reader) -> dict:
-    """``{"limits": ReadLimits(...)}`` from the settings (IONDIFF_MAX_TEXT_MB,
-    IONDIFF_MAX_ATOM_FRAMES), as keyword arguments for ``reader`` (``read_trajectory`` or
-    ``Session.open``); ``{}`` while the engine has no ``ReadLimits`` or ``reader`` takes no
-    ``limits`` (an engine before issue 11: the reads are then not bounded)."""
-    try:
-        from iondiff_core.io import ReadLimits
+def read_limits(cfg: Config):
+    """The engine's :class:`~iondiff_core.io.ReadLimits` from the settings
+    (IONDIFF_MAX_TEXT_MB, IONDIFF_MAX_ATOM_FRAMES): every read of a trajectory here goes
+    through them, in jobs and when the web process rebuilds a session."""
+    from iondiff_core.io import ReadLimits
 
-        takes = "limits" in inspect.signature(reader).parameters
-    except (ImportError, TypeError, ValueError):
-        return {}
-    return {"limits": ReadLimits(max_text_bytes=cfg.max_text_bytes, max_atom_frames=cfg.max_atom_frames)} if takes else {}
+    return ReadLimits(max_text_bytes=cfg.max_text_bytes, max_atom_frames=cfg.max_atom_frames)
 
 
 def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None, temperature_K=None, progress=None, name=None,
@@ -126,7 +120,7 @@ def run_analysis(cfg: Config, source: Path, params: Parameters, timestep_fs=None
     # Only the mobile species, in float32: the framework is never held (iondiff_core.io).
     traj = read_trajectory(source, timestep_fs=timestep_fs, temperature_K=temperature_K, keep="mobile",
                            mobile=params.species, dtype="float32", allow_truncated=allow_truncated,
-                           **read_limits(cfg, read_trajectory))
+                           limits=read_limits(cfg))
     damaged = [w for w in traj.warnings if w.startswith("DAMAGED FILE")]
     check_length(traj, name or source.name)
     blocks = None
@@ -277,7 +271,7 @@ def session_for(cfg: Config, entry: Entry) -> Session:
                 p = entry.params
                 s = Session.open(Path(entry.trajectory), base_parameters(entry), cfg.stages, None, p.get("timestep_fs"),
                                  p.get("temperature_K"), allow_truncated=bool(p.get("allow_truncated")),
-                                 **read_limits(cfg, Session.open))
+                                 limits=read_limits(cfg))
                 if s.stage_files != entry.stage_files:  # rebuilt, or an entry from before they were recorded
                     Library(cfg.library_db).set_stage_files(entry.id, s.stage_files)
                 _SESSIONS.put(entry.id, s, cfg.session_cache_bytes)

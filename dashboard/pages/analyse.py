@@ -452,7 +452,8 @@ def register(app, cfg, cache):
                 read += f"; DAMAGED: {info['damaged']}: only its complete frames will be analysed (flagged in the library)"
             return ({"kind": "server", "path": shown, **info}, f"server file: {shown} as \u201c{info['name']}\u201d{read}")
         except InputError as exc:
-            return {"kind": "error", "error": str(exc)}, _alert(str(exc))
+            msg = views.public_message(cfg, exc)
+            return {"kind": "error", "error": msg}, _alert(msg)
 
     @app.callback(
         Output("species", "options"), Output("species", "value"), Output("run-error", "children", allow_duplicate=True),

@@ -23,6 +23,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from dashboard import csv_safe
 from dashboard.figures import GRAPH_CONFIG, library_stats
 from dashboard.storage import DiskFullError, Library, corrupt_copies, recovery_message
+from dashboard.views import public_data, public_message
 from iondiff_core import provenance
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,7 @@ def register(app, cfg):
             doc = e.load_result()
             doc = {**doc, "provenance": _record(e, with_files=True)}
         except (OSError, ValueError) as exc:
-            return html.Div(f"the result file of {e.name} cannot be read: {exc}", className="alert-error"), True
+            return html.Div(public_message(cfg, f"the result file of {e.name} cannot be read: {exc}"), className="alert-error"), True
         return html.Div([
             html.Div([html.B(e.name), " — methods paragraph (generated from this run's parameters and software):"]),
             html.P(provenance.methods_paragraph(doc), id="library-methods", style={"fontSize": "0.9rem"}),
@@ -393,7 +394,7 @@ def register(app, cfg):
         e = Library(cfg.library_db).get(selected[0]["id"])
         if e is None:
             return no_update
-        rec = _record(e, with_files=True)
+        rec = public_data(cfg, _record(e, with_files=True))  # no server path (a POSCAR's, the upload's) leaves the server
         return {"content": json.dumps(rec, indent=1, default=str), "filename": f"{e.id}-reproducibility.json"}
 
     @app.callback(Output("library-bib", "data"), Input("library-bib-btn", "n_clicks"), prevent_initial_call=True)

@@ -228,12 +228,21 @@ def test_no_server_path_in_any_page_output_or_download(analysed):
         r = forge(client, app, output, vals)
         assert r.status_code == 200, output
         seen.append(r.get_data(as_text=True))
+    # The library's reproducibility record, and a server pick refused with the path typed.
+    r = forge(client, app, "library-record.data", {"library-record-btn.n_clicks": 1, "library-table.selectedRows": [{"id": entry}]})
+    assert r.status_code == 200 and "reproducibility" in r.get_data(as_text=True)
+    seen.append(r.get_data(as_text=True))
+    r = forge(client, app, "source-label.children", {"server-use.n_clicks": 1, "server-path.value": str(run.parent / "nothing here")},
+              trigger="server-use.n_clicks")
+    assert r.status_code == 200 and "not found" in r.get_data(as_text=True)
+    seen.append(r.get_data(as_text=True))
     download = next(json.loads(t)["response"]["dl-json"]["data"]["content"] for t in seen if '"dl-json"' in t)
     assert json.loads(download)["input"]["source"] == "LiX_600K"
     from dashboard.storage import Library
 
     seen.append(Path(Library(cfg.library_db).get(entry).result).read_text())  # the stored result, downloaded from the library
     for text in seen:
+        text = text.replace("\\u002f", "/")  # Dash's JSON escapes every slash
         for p in secret_paths:
             assert p not in text and json.dumps(p)[1:-1] not in text
     # A refusal that quotes a path shows none of it either.
@@ -560,25 +569,16 @@ def test_web_process_sessions_are_bounded_by_bytes_and_hold_no_trajectory(analys
 
 
 def test_read_limits_are_passed_to_every_read(analysed, monkeypatch, tmp_path):
-    """The settings reach the engine's reader (a stand-in ReadLimits until the engine has it)."""
-    import dataclasses
-
+    """The settings reach the engine's reader."""
     import iondiff_core.io as io
 
     app, cfg, entry, run = analysed
-    if not hasattr(io, "ReadLimits"):
-        @dataclasses.dataclass
-        class ReadLimits:
-            max_text_bytes: int | None = None
-            max_atom_frames: int | None = None
-
-        monkeypatch.setattr(io, "ReadLimits", ReadLimits, raising=False)
     seen = []
     real = io.read_trajectory
 
     def reader(*a, limits=None, **k):
         seen.append(limits)
-        return real(*a, **k) if "limits" not in real.__code__.co_varnames else real(*a, limits=limits, **k)
+        return real(*a, limits=limits, **k)
 
     monkeypatch.setattr(io, "read_trajectory", reader)
     monkeypatch.setenv("IONDIFF_MAX_TEXT_MB", "3")
@@ -590,7 +590,6 @@ def test_read_limits_are_passed_to_every_read(analysed, monkeypatch, tmp_path):
     assert seen and seen[0].max_text_bytes == 3 * 1024**2 and seen[0].max_atom_frames == 123456
 
 
-@pytest.mark.skipif(not hasattr(__import__("iondiff_core.io", fromlist=["x"]), "ReadLimits"), reason="engine without ReadLimits yet")
 def test_atom_frames_limit_refuses_a_large_run(analysed, monkeypatch, tmp_path):
     app, cfg, entry, run = analysed
     monkeypatch.setenv("IONDIFF_MAX_ATOM_FRAMES", "1000")
