@@ -120,7 +120,7 @@ def main():
             state = new
 
         analysis._SESSIONS = analysis._SessionCache()  # as in a web process that never saw this entry
-        analysis._RESULTS = analysis._ResultCache()
+        analysis._RESULTS = analysis.Memo(size=8, weigh=analysis.resident_bytes)
         move = {"r_vib_A": 0.55}
         te, tv, mb, _ = timed_move(cfg, entry_id, move, triggered(set(move)))
         print(f"{'r_vib 0.55 Å, session not in memory':34s} {'3d,timeline,heatmaps,pdf':>28s} {te:8.2f} {tv:8.2f} "

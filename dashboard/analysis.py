@@ -31,7 +31,7 @@ from iondiff_core import report
 from iondiff_core.descriptors import family_of
 from iondiff_core.errors import InputError
 from iondiff_core.parameters import CLUSTERING_FIELDS, Parameters
-from iondiff_core.pipeline import Session
+from iondiff_core.pipeline import Memo, Session
 
 from dashboard.config import Config
 from dashboard.storage import Entry, Library, disk_full_as_input_error, maybe_cleanup, write_atomic
@@ -278,45 +278,10 @@ def session_for(cfg: Config, entry: Entry) -> Session:
     return s
 
 
-class _ResultCache:
-    """The last few Results by (entry, slider values), computed once per key; at most
-    ``size`` of them and ``max_bytes`` of arrays held in memory (:func:`resident_bytes`).
-
-    A slider move fires one callback per view, concurrently; the first computes the
-    cheap stages and the others wait for it on the key's lock instead of repeating them.
-    """
-
-    def __init__(self, size: int = 8):
-        self.size = size
-        self._d: OrderedDict[tuple, object] = OrderedDict()
-        self._bytes: dict[tuple, int] = {}
-        self._locks: dict[tuple, threading.Lock] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key, compute, max_bytes: float = float("inf")):
-        with self._lock:
-            if key in self._d:
-                self._d.move_to_end(key)
-                return self._d[key]
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            with self._lock:
-                if key in self._d:
-                    return self._d[key]
-            value = compute()
-            size = resident_bytes(value) if max_bytes < float("inf") else 0
-            with self._lock:
-                self._locks.pop(key, None)
-                if size > max_bytes:
-                    return value  # used once, not kept
-                self._d[key], self._bytes[key] = value, size
-                while len(self._d) > self.size or sum(self._bytes[k] for k in self._d) > max_bytes:
-                    old, _ = self._d.popitem(last=False)
-                    self._bytes.pop(old, None)
-            return value
-
-
-_RESULTS = _ResultCache()
+#: The last few Results by (entry, slider values), at most ``IONDIFF_SESSION_CACHE_MB`` of
+#: arrays (:func:`resident_bytes`). A slider move fires one callback per view, concurrently:
+#: the first computes the cheap stages and the others wait for it instead of repeating them.
+_RESULTS = Memo(size=8, weigh=lambda value: resident_bytes(value))
 
 
 def result_for(cfg: Config, entry: Entry, sliders: dict | None = None):

@@ -340,11 +340,13 @@ class Memo:
     when ``size`` are held.
     """
 
-    def __init__(self, size: int = 32):
+    def __init__(self, size: int = 32, weigh: Callable[[object], int] | None = None):
         self._d: OrderedDict[str, object] = OrderedDict()
+        self._bytes: dict[str, int] = {}
         self._computing: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.size = size
+        self.weigh = weigh
 
     @staticmethod
     def key(parts: tuple) -> str:
@@ -359,7 +361,10 @@ class Memo:
             h.update(b"\x00")
         return h.hexdigest()
 
-    def get(self, parts: tuple, compute: Callable[[], object]):
+    def get(self, parts: tuple, compute: Callable[[], object], max_bytes: float = float("inf")):
+        """The value of ``parts``, computed once (other threads asking meanwhile wait for it).
+        With ``weigh`` and a finite ``max_bytes``, the values held weigh at most that much
+        (oldest out first); a value heavier alone is returned but not kept."""
         key = self.key(parts)
         with self._lock:
             if key in self._d:
@@ -372,10 +377,13 @@ class Memo:
                     return self._d[key]
             try:
                 value = compute()
+                weight = self.weigh(value) if self.weigh is not None and max_bytes < float("inf") else 0
                 with self._lock:
-                    self._d[key] = value
-                    while len(self._d) > self.size:
-                        self._d.popitem(last=False)
+                    if weight <= max_bytes:
+                        self._d[key], self._bytes[key] = value, weight
+                        while len(self._d) > self.size or sum(self._bytes[k] for k in self._d) > max_bytes:
+                            old, _ = self._d.popitem(last=False)
+                            self._bytes.pop(old, None)
             finally:
                 with self._lock:
                     if self._computing.get(key) is pending:

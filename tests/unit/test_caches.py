@@ -299,7 +299,7 @@ def test_dashboard_views_under_8_threads_open_an_evicted_entry_once(small, tmp_p
     cfg = Config.from_env(data_dir=tmp_path / "data", roots=[])
     entry = Library(cfg.library_db).get(analysis.run_analysis(cfg, src, Parameters(species="Li"), timestep_fs=10.0))
     monkeypatch.setattr(analysis, "_SESSIONS", analysis._SessionCache())
-    monkeypatch.setattr(analysis, "_RESULTS", analysis._ResultCache())
+    monkeypatch.setattr(analysis, "_RESULTS", analysis.Memo(size=8, weigh=analysis.resident_bytes))
     opened, computed = [], []
     real_open, real_result = analysis.Session.open, analysis.Session.result
 
