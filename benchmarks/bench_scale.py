@@ -45,7 +45,10 @@ boundaries lie within 4 frames (:func:`iondiff_core.synthetic.match_hops`).
 5. ``--transport`` (only): the van Hove function at the pipeline's 12 lags on a float32
    random walk (Li density 0.03 / Å^3, cubic cell), the default pair budget against all
    pairs (the engine before the budget), CPU seconds of each and their ratio, and the
-   largest |difference| in units of the stated error of G_d.
+   largest |difference| in units of the stated error of G_d; and the traced (tracemalloc)
+   peak of unwrapping a float32 read, read positions included, kept beside the unwrapped
+   copy (``unwrap``, the engine before) against unwrapped in its own buffer
+   (``unwrap_in_place``), as a multiple of the float32 positions.
 """
 
 from __future__ import annotations
@@ -368,6 +371,35 @@ def transport_table(sizes: list[tuple[int, int]]) -> None:
         z = np.abs(part.distinct - full.distinct)[ok] / np.hypot(part.distinct_err, full.distinct_err)[ok]
         print(f"| {n} x {t} | {c1 - c0:.2f} | {c2 - c1:.2f} | {(c1 - c0) / (c2 - c1):.1f}x | "
               f"{part.n_reference_ions.min()} of {n} | {z.max():.2f} |", flush=True)
+    unwrap_peak_table(sizes)
+
+
+def unwrap_peak_table(sizes: list[tuple[int, int]]) -> None:
+    import tracemalloc
+
+    from iondiff_core.trajectory import Trajectory, unwrap, unwrap_in_place
+
+    print("\n## Unwrapping a float32 read: traced peak (read positions included) / float32 positions")
+    print("| ions x frames | positions (MB) | kept beside (unwrap) | in its own buffer (unwrap_in_place) |")
+    print("|---|---|---|---|")
+    for n, t in sizes:
+        row = []
+        for in_place in (False, True):
+            tracemalloc.start()
+            rng = np.random.default_rng(1)
+            frac = rng.random(size=(t, n, 3), dtype=np.float32)  # the "read" positions
+            traj = Trajectory(frac, np.eye(3) * 30.0, ["Li"] * n)
+            del frac
+            if in_place:
+                pos = unwrap_in_place(traj)
+            else:
+                pos = unwrap(traj, dtype=np.float32)
+                traj.release_positions()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            row.append(peak / pos.nbytes)
+            del pos, traj
+        print(f"| {n} x {t} | {n * t * 12 / 1e6:.0f} | {row[0]:.2f}x | {row[1]:.2f}x |", flush=True)
 
 
 def main(argv=None) -> int:

@@ -271,7 +271,7 @@ def unwrap(
 
 
 def _unwrap_atoms(traj: Trajectory, sel: np.ndarray, out: np.ndarray, drift: np.ndarray | None = None,
-                  block_elements: int = 1 << 18) -> np.ndarray:
+                  block_elements: int = 1 << 16) -> np.ndarray:
     """Unwrap into ``out`` in blocks of frames (about ``block_elements`` positions each),
     in float64 with a float64 running sum, so temporaries stay a small fixed size and a
     float32 ``out`` gets one rounding per position; ``drift`` (T, 3) Å is subtracted."""

@@ -178,7 +178,7 @@ def test_reference_and_null_model_do_not_depend_on_how_many_pairs_are_held_at_on
 def test_prepare_of_a_consumed_read_never_holds_two_copies_of_the_positions():
     # A mobile-only float32 read that nobody else holds (Session.open on a path) is unwrapped
     # in its own buffer: the allocations on top of it are a few fixed-size float64 blocks
-    # (~31 MB), without the second (T, N, 3) array made when the trajectory is kept.
+    # (~8 MB), without the second (T, N, 3) array made when the trajectory is kept.
     import tracemalloc
 
     from iondiff_core.pipeline import prepare

@@ -68,7 +68,7 @@ def _reference_unwrap(frac, cells):
 @pytest.mark.parametrize("npt", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_unwrap_in_place_equals_unwrap_on_a_walk_crossing_the_box_many_times(npt, dtype):
-    # 12,000 frames x 40 ions: several unwrapping blocks (2^18 positions each), and each ion
+    # 12,000 frames x 40 ions: several unwrapping blocks (2^16 positions each), and each ion
     # crosses the (skewed) box tens of times; NPT: the cell breathes frame by frame.
     rng = np.random.default_rng(21)
     T, N = 12_000, 40
