@@ -101,9 +101,9 @@ S_M_TO_S_CM = 1e-2
 PER_PS_TO_THZ = 1.0
 
 # Elements per FFT block (bounds memory of the MSD to ~ 16 bytes x this).
-_FFT_BLOCK_ELEMENTS = 1 << 22
-# Elements per pair block in the distinct van Hove part.
-_PAIR_BLOCK_ELEMENTS = 1 << 22
+_FFT_BLOCK_ELEMENTS = 1 << 20
+# Elements per block of pair (distinct) or self displacement vectors in the van Hove part.
+_PAIR_BLOCK_ELEMENTS = 1 << 19
 #: Most lags (evenly spaced over 1..max lag) entering the GLS fit of D; MSD points this
 #: close are nearly perfectly correlated, so more would add cost, not information.
 FIT_LAGS = 128
@@ -244,11 +244,11 @@ def msd(positions_A: np.ndarray, timestep_ps: float, max_lag_fraction: float = 0
         raise InputError(f"timestep must be a positive number of ps, got {timestep_ps}")
     if not 0 < max_lag_fraction <= 1:
         raise InputError(f"max_lag_fraction must be in (0, 1], got {max_lag_fraction}")
-    if not np.all(np.isfinite(pos)):
+    total = pos.sum(axis=1, dtype=np.float64)  # (T, 3) summed position of all ions
+    if not np.all(np.isfinite(total)):  # a NaN or inf anywhere reaches the sum (no (T, N, 3) mask)
         raise InputError("positions contain NaN or infinite values")
     max_lag = max(1, int(np.floor(max_lag_fraction * (T - 1))))
     tracer = _msd_sum_fft(pos.reshape(T, N * 3), max_lag) / N
-    total = pos.sum(axis=1, dtype=np.float64)  # (T, 3) summed position of all ions
     collective = _msd_sum_fft(total, max_lag) / N
     lag = np.arange(max_lag + 1) * float(timestep_ps)
     grid = fit_lags(max_lag)
@@ -986,11 +986,16 @@ def van_hove(
     for li, lag in enumerate(lags):  # loop over the requested lags only (a handful)
         # ---- self part: all ions, up to max_origins_self origins
         t0 = _origins(T, lag, max_origins_self)
-        d = pos[t0 + lag].astype(np.float64) - pos[t0]
-        r = np.sqrt(np.einsum("onk,onk->on", d, d)).ravel()
-        counts, n_out = hist(r)
-        G_s[li] = counts / (r.size * dr)
-        beyond[li] = n_out / r.size
+        counts, n_out = np.zeros(n_bins), 0
+        step = max(1, _PAIR_BLOCK_ELEMENTS // (3 * N))
+        for b0 in range(0, t0.size, step):  # bounded-memory blocks of origins
+            tb = t0[b0 : b0 + step]
+            d = pos[tb + lag].astype(np.float64) - pos[tb]
+            c, o = hist(np.sqrt(np.einsum("onk,onk->on", d, d)).ravel())
+            counts += c
+            n_out += o
+        G_s[li] = counts / (t0.size * N * dr)
+        beyond[li] = n_out / (t0.size * N)
         n_self[li] = t0.size
         # ---- distinct part: pairs i != j, up to max_origins origins
         if N < 2:
