@@ -836,8 +836,9 @@ class VanHove:
         in the first bin (``1 / dr_A``).
     distinct : ndarray, shape (n_t, n_bins)
         G_d(r, t): counts of minimum-image distances ``|r_i(t0 + t) - r_j(t0)|``,
-        i != j, divided by the ideal-gas count ``N_origins N (N - 1) / V * V_shell``
-        with the exact shell volume ``4/3 pi (r_hi^3 - r_lo^3)``. It tends to 1 at
+        i != j (j among ``n_reference_ions`` m reference ions per origin), divided by
+        the ideal-gas count ``N_origins m (N - 1) / V * V_shell`` with the exact shell
+        volume ``4/3 pi (r_hi^3 - r_lo^3)``. It tends to 1 at
         large r and equals g(r) at t = 0. nan in bins reaching beyond half the
         smallest cell width (where minimum-image distances are incomplete), and
         everywhere if N < 2.
