@@ -40,6 +40,15 @@ boundaries lie within 4 frames (:func:`iondiff_core.synthetic.match_hops`).
     python benchmarks/bench_scale.py --end-to-end          # only: whole analyses of files, ~5 minutes
     python benchmarks/bench_scale.py --end-to-end --quick  # 10^6 ion-frames only
     python benchmarks/bench_scale.py --end-to-end --huge --jobs 2 --formats xdatcar  # adds 1000 x 100,000
+    python benchmarks/bench_scale.py --transport    # only: van Hove pair budget and unwrap peak, ~1 minute
+
+5. ``--transport`` (only): the van Hove function at the pipeline's 12 lags on a float32
+   random walk (Li density 0.03 / Å^3, cubic cell), the default pair budget against all
+   pairs (the engine before the budget), CPU seconds of each and their ratio, and the
+   largest |difference| in units of the stated error of G_d; and the traced (tracemalloc)
+   peak of unwrapping a float32 read, read positions included, kept beside the unwrapped
+   copy (``unwrap``, the engine before) against unwrapped in its own buffer
+   (``unwrap_in_place``), as a multiple of the float32 positions.
 """
 
 from __future__ import annotations
@@ -341,6 +350,58 @@ def end_to_end_table(sizes: list[tuple[int, int]], old_up_to: int, n_jobs: int =
                           f"{fmt(len(pairs) / len(ref), '.3f')} | {r['D']:.4g} |", flush=True)
 
 
+def transport_table(sizes: list[tuple[int, int]]) -> None:
+    from iondiff_core.transport import van_hove
+
+    print("\n## van Hove distinct part: pair budget (default) against all pairs, 12 lags, 50 origins")
+    print("| ions x frames | all pairs (s CPU) | budget (s CPU) | ratio | reference ions | max abs(diff)/error |")
+    print("|---|---|---|---|---|---|")
+    for n, t in sizes:
+        rng = np.random.default_rng(0)
+        L = (n / 0.03) ** (1 / 3)
+        x = (rng.uniform(0, L, (1, n, 3)) + np.cumsum(rng.normal(scale=0.05, size=(t, n, 3)), axis=0)).astype(np.float32)
+        cell = np.eye(3) * L
+        lags = np.unique(np.linspace(0, (t - 1) // 2, 12).astype(int))
+        c0 = time.process_time()
+        full = van_hove(x, cell, 0.01, lags, max_pairs=1 << 62)
+        c1 = time.process_time()
+        part = van_hove(x, cell, 0.01, lags)
+        c2 = time.process_time()
+        ok = np.isfinite(full.distinct) & (part.distinct_err > 0)
+        z = np.abs(part.distinct - full.distinct)[ok] / np.hypot(part.distinct_err, full.distinct_err)[ok]
+        print(f"| {n} x {t} | {c1 - c0:.2f} | {c2 - c1:.2f} | {(c1 - c0) / (c2 - c1):.1f}x | "
+              f"{part.n_reference_ions.min()} of {n} | {z.max():.2f} |", flush=True)
+    unwrap_peak_table(sizes)
+
+
+def unwrap_peak_table(sizes: list[tuple[int, int]]) -> None:
+    import tracemalloc
+
+    from iondiff_core.trajectory import Trajectory, unwrap, unwrap_in_place
+
+    print("\n## Unwrapping a float32 read: traced peak (read positions included) / float32 positions")
+    print("| ions x frames | positions (MB) | kept beside (unwrap) | in its own buffer (unwrap_in_place) |")
+    print("|---|---|---|---|")
+    for n, t in sizes:
+        row = []
+        for in_place in (False, True):
+            tracemalloc.start()
+            rng = np.random.default_rng(1)
+            frac = rng.random(size=(t, n, 3), dtype=np.float32)  # the "read" positions
+            traj = Trajectory(frac, np.eye(3) * 30.0, ["Li"] * n)
+            del frac
+            if in_place:
+                pos = unwrap_in_place(traj)
+            else:
+                pos = unwrap(traj, dtype=np.float32)
+                traj.release_positions()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            row.append(peak / pos.nbytes)
+            del pos, traj
+        print(f"| {n} x {t} | {n * t * 12 / 1e6:.0f} | {row[0]:.2f}x | {row[1]:.2f}x |", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (development)")
@@ -354,7 +415,11 @@ def main(argv=None) -> int:
     ap.add_argument("--formats", default="xdatcar,extxyz", help="--end-to-end: file formats (default xdatcar,extxyz)")
     ap.add_argument("--all-atoms-up-to", type=float, default=1e6,
                     help="--end-to-end: also run the all-atoms float64 path up to this many ion-frames (default 1e6)")
+    ap.add_argument("--transport", action="store_true", help="only the van Hove pair budget and unwrap peak tables")
     args = ap.parse_args(argv)
+    if args.transport:
+        transport_table([(100, 10_000), (300, 10_000), (1000, 10_000)])
+        return 0
     if args.end_to_end:
         sizes = [(100, 10_000)] if args.quick else [(100, 10_000), (1000, 10_000)]
         if args.sizes:

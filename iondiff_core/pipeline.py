@@ -31,7 +31,7 @@ from iondiff_core import centres as centres_mod
 from iondiff_core import consistency, correlations, descriptors, distribution, hops as hops_mod, transport
 from iondiff_core.errors import InputError
 from iondiff_core.parameters import Parameters
-from iondiff_core.trajectory import Trajectory, unwrap
+from iondiff_core.trajectory import Trajectory, unwrap, unwrap_in_place
 
 #: ``progress(stage, fraction, message)``; fraction in [0, 1] over the whole run.
 Progress = Callable[[str, float, str], None]
@@ -131,13 +131,18 @@ def check_length(traj: Trajectory, name: str | None = None) -> None:
         )
 
 
-def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, store: StageCache | None = None) -> Prepared:
+def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, store: StageCache | None = None,
+            consume: bool = False) -> Prepared:
     """Unwrap the mobile ions (the ``prepare`` stage).
 
     The unwrapped positions take the trajectory's dtype (float32 for a mobile-only read,
     summed in float64 block by block, see :func:`~iondiff_core.trajectory.unwrap`). With
     ``store``, they are written once into it as a ``.npy`` and memory-mapped read-only from
     there (a later run on the same data maps the same file), so the kernel can page them out.
+    ``consume``: the trajectory is nobody else's; without ``store``, and when every atom held
+    is mobile (a mobile-only read), it is unwrapped in its own buffer and its positions
+    released (:func:`~iondiff_core.trajectory.unwrap_in_place`), so the read and the unwrapped
+    positions are never held side by side.
     """
     if traj.positions_released:
         raise InputError(f"{traj.source}: the positions were released after unwrapping; read the trajectory again")
@@ -149,7 +154,9 @@ def prepare(traj: Trajectory, params: Parameters, digest: str | None = None, sto
         if traj.framework_drift_A is not None:  # a mobile-only read: the dropped framework's drift counts too
             digest = hashlib.sha256((digest + hashlib.sha256(np.ascontiguousarray(traj.framework_drift_A)).hexdigest()).encode()).hexdigest()
     dtype = np.float32 if traj.positions_frac.dtype == np.float32 else np.float64
-    if store is None:
+    if store is None and consume and len(atoms) == traj.n_atoms:  # atoms: all held, in order
+        pos = unwrap_in_place(traj, remove_drift=params.remove_drift)
+    elif store is None:
         pos = unwrap(traj, atoms, remove_drift=params.remove_drift, dtype=dtype)
     else:
         which = {"digest": digest, "species": species, "remove_drift": params.remove_drift, "dtype": np.dtype(dtype).name}
@@ -549,7 +556,7 @@ class Session:
                                    allow_truncated=allow_truncated, limits=limits, **opts)
         _report(progress, "read", 1.0, f"read {traj.n_frames} frames of {traj.n_atoms} atoms")
         cache = StageCache(cache_dir) if cache_dir else None
-        prep = prepare(traj, params, store=cache)
+        prep = prepare(traj, params, store=cache, consume=not isinstance(source, Trajectory))
         if not isinstance(source, Trajectory):
             # Read here, so nobody else holds it: only the unwrapped positions are needed
             # from now on (frame 0 stays for the reference lattice).

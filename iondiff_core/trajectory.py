@@ -271,26 +271,27 @@ def unwrap(
 
 
 def _unwrap_atoms(traj: Trajectory, sel: np.ndarray, out: np.ndarray, drift: np.ndarray | None = None,
-                  block_elements: int = 1 << 18) -> np.ndarray:
+                  block_elements: int = 1 << 16) -> np.ndarray:
     """Unwrap into ``out`` in blocks of frames (about ``block_elements`` positions each),
     in float64 with a float64 running sum, so temporaries stay a small fixed size and a
     float32 ``out`` gets one rounding per position; ``drift`` (T, 3) Å is subtracted."""
     n_frames = traj.n_frames
     block_frames = max(1, block_elements // max(1, len(sel)))
+    prev = None  # float64 fractional positions of the frame before the block, as read
     last = None  # float64 unwrapped positions of the frame before the block
     for a in range(0, n_frames, block_frames):
         b = min(n_frames, a + block_frames)
+        # A copy (fancy indexing): ``out`` may be the positions' own buffer (unwrap_in_place).
+        frac = traj.positions_frac[a:b][:, sel, :].astype(np.float64)
         if traj.unwrapped:
             # Already unwrapped (image flags applied): each frame in its own cell.
-            frac = traj.positions_frac[a:b][:, sel, :].astype(np.float64)
             cart = np.einsum("tnj,tjk->tnk", frac, traj.cells[a:b], optimize=True)
         else:
-            lo = max(a - 1, 0)
-            frac = traj.positions_frac[lo:b][:, sel, :].astype(np.float64)
-            steps = np.diff(frac, axis=0)
+            steps = np.diff(frac, axis=0) if prev is None else np.diff(frac, axis=0, prepend=prev[None])
+            prev = frac[-1].copy()
             steps -= np.floor(steps + 0.5)  # fold into [-0.5, 0.5)
             # Step t -> t+1 converted with the cell of frame t+1 (the frame it arrives at).
-            cart = np.einsum("tnj,tjk->tnk", steps, traj.cells[lo + 1 : b], optimize=True)
+            cart = np.einsum("tnj,tjk->tnk", steps, traj.cells[max(a, 1) : b], optimize=True)
             if a == 0:
                 cart = np.concatenate([(frac[0] @ traj.cells[0])[None], cart])
             np.cumsum(cart, axis=0, out=cart)
@@ -301,6 +302,35 @@ def _unwrap_atoms(traj: Trajectory, sel: np.ndarray, out: np.ndarray, drift: np.
             cart -= drift[a:b, None, :]
         out[a:b] = cart
     return out
+
+
+def unwrap_in_place(traj: Trajectory, remove_drift: bool = False) -> np.ndarray:
+    """Unwrap every atom held into the trajectory's own position buffer, then release it.
+
+    Same numbers as ``unwrap(traj, remove_drift=remove_drift, dtype=traj.positions_frac.dtype)``
+    followed by :meth:`Trajectory.release_positions`, without ever holding the read
+    positions and the unwrapped ones side by side: the peak stays one copy of the
+    positions plus a block of float64 temporaries. For a trajectory nobody else holds (a
+    mobile-only read, where every atom held is mobile). When the buffer cannot be written
+    (a read-only memory map, a broadcast view), it unwraps into a new array instead.
+
+    Returns
+    -------
+    ndarray, shape (T, N, 3), the positions' dtype, Å (unwrapped Cartesian)
+    """
+    if traj.positions_released:
+        raise InputError(f"{traj.source}: the positions were released after unwrapping; read the trajectory again")
+    buf = traj.positions_frac
+    writable = type(buf) is np.ndarray and buf.flags.writeable and buf.dtype in (np.float32, np.float64)
+    if not writable:
+        pos = unwrap(traj, remove_drift=remove_drift, dtype=buf.dtype)
+        traj.release_positions()
+        return pos
+    first = np.array(buf[:1])  # frame 0 as read stays (the reference lattice needs it)
+    unwrap(traj, remove_drift=remove_drift, out=buf)
+    traj.positions_frac = np.broadcast_to(first, buf.shape)
+    traj.positions_released = True
+    return buf
 
 
 def minimum_image(vectors_A: np.ndarray, cell: np.ndarray) -> np.ndarray:

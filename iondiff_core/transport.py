@@ -101,9 +101,9 @@ S_M_TO_S_CM = 1e-2
 PER_PS_TO_THZ = 1.0
 
 # Elements per FFT block (bounds memory of the MSD to ~ 16 bytes x this).
-_FFT_BLOCK_ELEMENTS = 1 << 22
-# Elements per pair block in the distinct van Hove part.
-_PAIR_BLOCK_ELEMENTS = 1 << 22
+_FFT_BLOCK_ELEMENTS = 1 << 20
+# Elements per block of pair (distinct) or self displacement vectors in the van Hove part.
+_PAIR_BLOCK_ELEMENTS = 1 << 19
 #: Most lags (evenly spaced over 1..max lag) entering the GLS fit of D; MSD points this
 #: close are nearly perfectly correlated, so more would add cost, not information.
 FIT_LAGS = 128
@@ -244,11 +244,11 @@ def msd(positions_A: np.ndarray, timestep_ps: float, max_lag_fraction: float = 0
         raise InputError(f"timestep must be a positive number of ps, got {timestep_ps}")
     if not 0 < max_lag_fraction <= 1:
         raise InputError(f"max_lag_fraction must be in (0, 1], got {max_lag_fraction}")
-    if not np.all(np.isfinite(pos)):
+    total = pos.sum(axis=1, dtype=np.float64)  # (T, 3) summed position of all ions
+    if not np.all(np.isfinite(total)):  # a NaN or inf anywhere reaches the sum (no (T, N, 3) mask)
         raise InputError("positions contain NaN or infinite values")
     max_lag = max(1, int(np.floor(max_lag_fraction * (T - 1))))
     tracer = _msd_sum_fft(pos.reshape(T, N * 3), max_lag) / N
-    total = pos.sum(axis=1, dtype=np.float64)  # (T, 3) summed position of all ions
     collective = _msd_sum_fft(total, max_lag) / N
     lag = np.arange(max_lag + 1) * float(timestep_ps)
     grid = fit_lags(max_lag)
@@ -836,8 +836,9 @@ class VanHove:
         in the first bin (``1 / dr_A``).
     distinct : ndarray, shape (n_t, n_bins)
         G_d(r, t): counts of minimum-image distances ``|r_i(t0 + t) - r_j(t0)|``,
-        i != j, divided by the ideal-gas count ``N_origins N (N - 1) / V * V_shell``
-        with the exact shell volume ``4/3 pi (r_hi^3 - r_lo^3)``. It tends to 1 at
+        i != j (j among ``n_reference_ions`` m reference ions per origin), divided by
+        the ideal-gas count ``N_origins m (N - 1) / V * V_shell`` with the exact shell
+        volume ``4/3 pi (r_hi^3 - r_lo^3)``. It tends to 1 at
         large r and equals g(r) at t = 0. nan in bins reaching beyond half the
         smallest cell width (where minimum-image distances are incomplete), and
         everywhere if N < 2.
@@ -845,6 +846,12 @@ class VanHove:
         Share of self displacements longer than ``r_max_A``.
     n_origins_self, n_origins_distinct : ndarray of int, shape (n_t,)
         Time origins averaged for each lag.
+    n_reference_ions : ndarray of int, shape (n_t,)
+        Reference ions j per distinct-part origin (all N unless the pair budget
+        ``max_pairs`` made it fewer; see :func:`van_hove`).
+    distinct_err : ndarray, shape (n_t, n_bins)
+        Standard error of ``distinct`` from the pair count of each bin (Poisson,
+        ``sqrt(count) / ideal``), nan where ``distinct`` is.
     dr_A, r_max_A : float
         Bin width and range in Å.
     n_ions : int
@@ -862,6 +869,8 @@ class VanHove:
     dr_A: float
     r_max_A: float
     n_ions: int
+    n_reference_ions: np.ndarray | None = None
+    distinct_err: np.ndarray | None = None
 
 
 def half_min_width_A(cell: np.ndarray) -> float:
@@ -888,6 +897,7 @@ def van_hove(
     n_bins: int = 100,
     max_origins: int = 50,
     max_origins_self: int = 1000,
+    max_pairs: int = 5_000_000,
 ) -> VanHove:
     """Self and distinct van Hove correlation functions (paper eqs 5-6).
 
@@ -916,6 +926,15 @@ def van_hove(
     max_origins_self : int
         At most this many evenly spaced time origins per lag for the self part
         (cost O(max_origins_self N) per lag).
+    max_pairs : int
+        Pair distances per lag for the distinct part. When ``n_origins N (N - 1)``
+        exceeds it, each origin pairs all N ions at ``t0 + t`` with
+        ``m = max(1, max_pairs // (n_origins N))`` reference ions at ``t0``, taken in
+        turn from a fixed permutation so that the origins together cover all ions.
+        Every pair is still an unbiased sample of the same G_d, so this only widens
+        its statistical error (``distinct_err``); the cost per lag is
+        ``O(max(max_pairs, n_origins N))``, linear in N instead of quadratic. With
+        ``m = N`` the result is the full all-pairs average, unchanged.
 
     Returns
     -------
@@ -956,7 +975,9 @@ def van_hove(
     n_self = np.zeros(lags.size, dtype=int)
     n_dist = np.zeros(lags.size, dtype=int)
     inv0 = np.linalg.inv(cells[0])
-    offdiag = ~np.eye(N, dtype=bool)
+    n_ref = np.zeros(lags.size, dtype=int)
+    G_d_err = np.full((lags.size, n_bins), np.nan)
+    perm = np.random.default_rng(0).permutation(N)  # fixed: the result is reproducible
 
     def hist(r):
         k = np.floor(r / dr).astype(np.int64)
@@ -966,25 +987,38 @@ def van_hove(
     for li, lag in enumerate(lags):  # loop over the requested lags only (a handful)
         # ---- self part: all ions, up to max_origins_self origins
         t0 = _origins(T, lag, max_origins_self)
-        d = pos[t0 + lag].astype(np.float64) - pos[t0]
-        r = np.sqrt(np.einsum("onk,onk->on", d, d)).ravel()
-        counts, n_out = hist(r)
-        G_s[li] = counts / (r.size * dr)
-        beyond[li] = n_out / r.size
+        counts, n_out = np.zeros(n_bins), 0
+        step = max(1, _PAIR_BLOCK_ELEMENTS // (3 * N))
+        for b0 in range(0, t0.size, step):  # bounded-memory blocks of origins
+            tb = t0[b0 : b0 + step]
+            d = pos[tb + lag].astype(np.float64) - pos[tb]
+            c, o = hist(np.sqrt(np.einsum("onk,onk->on", d, d)).ravel())
+            counts += c
+            n_out += o
+        G_s[li] = counts / (t0.size * N * dr)
+        beyond[li] = n_out / (t0.size * N)
         n_self[li] = t0.size
         # ---- distinct part: pairs i != j, up to max_origins origins
         if N < 2:
             continue
         t0 = _origins(T, lag, max_origins)
         n_dist[li] = t0.size
+        m = int(min(N, max(1, max_pairs // (t0.size * N))))
+        n_ref[li] = m
         acc = np.zeros(n_bins)
-        block = max(1, _PAIR_BLOCK_ELEMENTS // (3 * N * N))
+        block = max(1, _PAIR_BLOCK_ELEMENTS // (3 * N * m))
         vol = 0.0
+        n_pairs = 0
         for b0 in range(0, t0.size, block):  # bounded-memory blocks of origins
             tb = t0[b0 : b0 + block]
             a = pos[tb + lag].astype(np.float64)  # (b, N, 3) ions i at t0 + t
-            c = pos[tb].astype(np.float64)  # (b, N, 3) ions j at t0
-            v = a[:, :, None, :] - c[:, None, :, :]  # (b, N, N, 3)
+            if m == N:
+                ref = np.broadcast_to(np.arange(N), (tb.size, N))
+            else:  # origin k takes the k-th run of m ions of the permutation, cyclically
+                k = np.arange(b0, b0 + tb.size)[:, None] * m + np.arange(m)
+                ref = perm[k % N]
+            c = pos[tb[:, None], ref].astype(np.float64)  # (b, m, 3) reference ions j at t0
+            v = a[:, :, None, :] - c[:, None, :, :]  # (b, N, m, 3)
             if fixed:
                 f = v @ inv0
                 f -= np.round(f)
@@ -996,11 +1030,13 @@ def van_hove(
                 f -= np.round(f)
                 v = f @ cb[:, None]
                 vol += float(np.abs(np.linalg.det(cb)).sum())
-            r = np.sqrt(np.einsum("bijk,bijk->bij", v, v))[:, offdiag]
-            acc += hist(r.ravel())[0]
+            r = np.sqrt(np.einsum("bijk,bijk->bij", v, v))
+            acc += hist(r[np.arange(N)[None, :, None] != ref[:, None, :]])[0]  # i == j is no pair
+            n_pairs += tb.size * m * (N - 1)
         volume = vol / t0.size
-        ideal = t0.size * N * (N - 1) / volume * shell
+        ideal = n_pairs / volume * shell
         G_d[li] = np.where(valid_r, acc / ideal, np.nan)
+        G_d_err[li] = np.where(valid_r, np.sqrt(acc) / ideal, np.nan)
     return VanHove(
         r_A=r_c,
         t_ps=lags * float(timestep_ps),
@@ -1013,6 +1049,8 @@ def van_hove(
         dr_A=float(dr),
         r_max_A=float(r_max_A),
         n_ions=int(N),
+        n_reference_ions=n_ref,
+        distinct_err=G_d_err,
     )
 
 

@@ -173,3 +173,31 @@ def test_reference_and_null_model_do_not_depend_on_how_many_pairs_are_held_at_on
     assert ref_small.mean == pytest.approx(ref.mean, rel=1e-12, abs=1e-15)
     assert ref_small.level(0.95) == ref.level(0.95)
     assert np.array_equal(null_small, null)
+
+
+def test_prepare_of_a_consumed_read_never_holds_two_copies_of_the_positions():
+    # A mobile-only float32 read that nobody else holds (Session.open on a path) is unwrapped
+    # in its own buffer: the allocations on top of it are a few fixed-size float64 blocks
+    # (~8 MB), without the second (T, N, 3) array made when the trajectory is kept.
+    import tracemalloc
+
+    from iondiff_core.pipeline import prepare
+
+    rng = np.random.default_rng(5)
+    T, N = 30_000, 100
+    frac = rng.uniform(size=(T, N, 3)).astype(np.float32)
+    cell = np.eye(3) * 20.0
+    size = frac.nbytes  # 36 MB
+    peaks = {}
+    for consume in (False, True):
+        traj = Trajectory(frac.copy(), cell, ["Li"] * N, timestep_fs=10.0, framework_drift_A=np.zeros((T, 3)))
+        tracemalloc.start()
+        prep = prepare(traj, Parameters(remove_drift=True), digest="x", consume=consume)
+        peaks[consume] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert prep.positions_A.dtype == np.float32 and traj.positions_released == consume
+        if consume:
+            np.testing.assert_array_equal(prep.positions_A, kept)
+        kept = prep.positions_A
+        del prep, traj
+    assert peaks[False] > size and peaks[True] < peaks[False] - 0.95 * size, (peaks, size)
