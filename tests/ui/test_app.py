@@ -379,9 +379,11 @@ def test_input_in_any_order_shown_before_run_and_named(dash_duo, sims, tmp_path)
 def test_server_picker_and_refusals(dash_duo, sims, tmp_path):
     root, _ = sims
     dash_duo.start_server(create_app(tmp_path / "data", roots=[root]))
-    for bad in ("../outside/secret", "/etc/passwd", "escape/secret"):
+    # An absolute path is echoed by its last component only (no server path in any message).
+    for bad, shown in (("../outside/secret", "../outside/secret"), ("/etc/passwd", "passwd"), ("escape/secret", "escape/secret")):
         pick(dash_duo, bad)
-        dash_duo.wait_for_contains_text("#source-label", f"{bad}: not found inside the allowed folders", timeout=10)
+        dash_duo.wait_for_contains_text("#source-label", f"{shown}: not found inside the allowed folders", timeout=10)
+        assert "/etc" not in dash_duo.find_element("#source-label").text
     # The picker lists the simulations relative to the allowed folder, never by absolute server path.
     dash_duo.find_element("#server-sim").click()
     body = lambda: dash_duo.driver.find_element("tag name", "body").text  # noqa: E731 - the menu is a popover
