@@ -78,16 +78,7 @@ class Config:
         at start-up with the setting's name (never silently replaced)."""
 
         def number(name, default, lo, kind=float):
-            text = env.get(name)
-            if text is None or text.strip() == "":
-                return default
-            try:
-                value = kind(float(text))
-            except (ValueError, OverflowError):
-                raise ValueError(f"{name}={text!r} is not a number") from None
-            if not lo <= value < float("inf"):
-                raise ValueError(f"{name}={text!r} must be a finite number >= {lo}")
-            return value
+            return _env_number(env, name, default, lo, kind)
 
         mb = 1024**2
         self.max_jobs = number("IONDIFF_MAX_JOBS", self.max_jobs, 1, int)
@@ -140,16 +131,25 @@ class Config:
         return p.read_text().strip()
 
 
+def _env_number(env, name: str, default, lo: float, kind=float, unit: str = "", note: str = ""):
+    """A setting from ``env``: ``default`` when unset or blank, else a finite number >= ``lo``
+    (converted by ``kind``); anything else is refused with the setting's name."""
+    text = env.get(name)
+    if text is None or text.strip() == "":
+        return default
+    of = f" of {unit}" if unit else ""
+    try:
+        value = kind(float(text))
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name}={text!r} is not a number{of}{note}") from None
+    if not lo <= value < float("inf"):
+        raise ValueError(f"{name}={text!r} must be a finite number{of} >= {lo}{note}")
+    return value
+
+
 def _limit_env(name: str, unit: str) -> float:
     """A storage limit from the environment: a number >= 0 of ``unit`` (unset or 0: no limit)."""
-    text = os.environ.get(name, "").strip() or "0"
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a number of {unit} (0 or unset: no limit)") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name}={text!r} must be a finite number of {unit} >= 0 (0 or unset: no limit)")
-    return value
+    return _env_number(os.environ, name, 0.0, 0, unit=unit, note=" (0 or unset: no limit)")
 
 
 DEFAULT_HOST = "127.0.0.1"
